@@ -1,0 +1,334 @@
+//! The configuration model: every section of `kioskd.toml` as a typed struct.
+//!
+//! Every struct denies unknown keys and every field has a default, so an empty
+//! file is a valid configuration that runs with no hardware at all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::ConfigSecret;
+
+/// The whole kioskd configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kiosk: KioskSection,
+    pub log: LogSection,
+    pub api: ApiSection,
+    pub devices: DevicesSection,
+    pub token: TokenSection,
+    pub store: StoreSection,
+    pub hq: HqSection,
+    pub privacy: PrivacySection,
+}
+
+/// Identity of this kiosk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KioskSection {
+    /// Stable identifier of the kiosk (matches the CN of its client certificate at HQ).
+    pub id: String,
+    /// Branch office the kiosk stands in.
+    pub branch: String,
+    /// Data directory; relative paths elsewhere in the file are resolved against it.
+    /// `--data-dir` on the command line overrides it.
+    pub data_dir: PathBuf,
+}
+
+impl Default for KioskSection {
+    fn default() -> Self {
+        Self {
+            id: "kiosk-demo-0001".into(),
+            branch: "demo-branch".into(),
+            data_dir: PathBuf::from("kioskd-data"),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter directive (`info`, `kioskd=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The local API: loopback TCP and/or a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Loopback TCP listener (`KIOSKD_API_ADDR` overrides it). Only loopback addresses are accepted.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket for the staff CLI (relative to the data directory).
+    pub unix_socket: Option<PathBuf>,
+    /// Host names the browser may use to reach the API (DNS-rebinding guard).
+    pub allowed_hosts: Vec<String>,
+    /// An applicant session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// In-flight requests get this long to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8480))),
+            unix_socket: Some(PathBuf::from("kioskd.sock")),
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+            session_idle_secs: 120,
+            max_body_bytes: 256 * 1024,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// The peripherals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    pub idcard: SerialDeviceSection,
+    pub fingerprint: SerialDeviceSection,
+    pub camera: CameraSection,
+}
+
+/// How a serial peripheral is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SerialMode {
+    /// The device simulator behind a pseudo-terminal, driven by the real serial driver.
+    Simulated,
+    /// A serial port (`port`).
+    Serial,
+    /// A serial server on the network (`tcp`).
+    Tcp,
+}
+
+/// A serial peripheral (ID-card SAM reader, EF01 fingerprint module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialDeviceSection {
+    pub mode: SerialMode,
+    /// Device path for `serial` mode, e.g. `/dev/ttyUSB0`.
+    pub port: Option<PathBuf>,
+    /// `host:port` of a serial server for `tcp` mode.
+    pub tcp: Option<String>,
+    /// Fixed baud rate; when absent the driver probes.
+    pub baud: Option<u32>,
+    /// Per-command timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for SerialDeviceSection {
+    fn default() -> Self {
+        Self {
+            mode: SerialMode::Simulated,
+            port: None,
+            tcp: None,
+            baud: None,
+            timeout_ms: 3000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraMode {
+    /// Synthetic frames generated in process.
+    Synthetic,
+    /// Still images from `fixture_dir`.
+    Fixture,
+    /// A V4L2 capture device (`device`).
+    V4l2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraSection {
+    pub mode: CameraMode,
+    pub device: Option<PathBuf>,
+    pub fixture_dir: Option<PathBuf>,
+    /// How many frames a face capture considers before picking the best.
+    pub frames_per_capture: u32,
+    pub frame_timeout_ms: u64,
+}
+
+impl Default for CameraSection {
+    fn default() -> Self {
+        Self {
+            mode: CameraMode::Synthetic,
+            device: None,
+            fixture_dir: None,
+            frames_per_capture: 8,
+            frame_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Where keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenProvider {
+    /// Pure-Rust software token, keys sealed at rest (GM/T 0028 level 1 at best: demo and tests).
+    Soft,
+    /// A PKCS#11 module (UKEY middleware or HSM client library).
+    Pkcs11,
+}
+
+/// Tokens: the kiosk's device key and the applicants' UKEYs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSection {
+    pub provider: TokenProvider,
+    /// Path of the PKCS#11 module for `pkcs11`.
+    pub module: Option<PathBuf>,
+    /// Label of the token holding the kiosk's device key.
+    pub device_token: String,
+    /// Label of the device key on that token.
+    pub device_key: String,
+    /// Directory of the soft token (relative to the data directory).
+    pub soft_dir: PathBuf,
+    /// Secret the soft token derives its key-encryption key from.
+    pub soft_secret: ConfigSecret,
+    /// Vendor profile naming the SM2 mechanism and key-type numbers of the token.
+    pub vendor_profile: String,
+    /// SM2 distinguishing identifier used for signatures (OpenSSL 3.0 defaults to empty,
+    /// GM/T 0009 and most GM tools to `1234567812345678`: never assumed).
+    pub sm2_distid: String,
+    /// USB VID:PID pairs of UKEYs and HSMs to watch for hot-plug (`"096e:0703"`).
+    pub usb_ids: Vec<String>,
+    /// Timeout of one PKCS#11 call, in milliseconds.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for TokenSection {
+    fn default() -> Self {
+        Self {
+            provider: TokenProvider::Soft,
+            module: None,
+            device_token: "kiosk-device".into(),
+            device_key: "device-key".into(),
+            soft_dir: PathBuf::from("soft-token"),
+            soft_secret: ConfigSecret::new("kioskd-demo-soft-token-secret"),
+            vendor_profile: "softhsm2".into(),
+            sm2_distid: "1234567812345678".into(),
+            usb_ids: Vec::new(),
+            call_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Encryption of personal fields at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldCipher {
+    Sm4Gcm,
+    Aes256Gcm,
+}
+
+/// The kiosk's local SQLite store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// SQLite file (relative to the data directory).
+    pub path: PathBuf,
+    pub cipher: FieldCipher,
+    /// Below this much free space intake of new applicants stops (sync keeps going).
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("kiosk.sqlite"),
+            cipher: FieldCipher::Sm4Gcm,
+            min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HqMode {
+    /// An HQ receiver started beside kioskd on loopback (demo).
+    Local,
+    /// A remote `hq-ingest` over mTLS.
+    Remote,
+}
+
+/// Envelope cipher suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeSuite {
+    /// SM2/SM3 signature, SM2-encrypted SM4-GCM key.
+    Gm,
+    /// ECDSA P-256 signature, HPKE P-256/AES-128-GCM.
+    Nist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HqSection {
+    pub mode: HqMode,
+    /// `https://host:port` of hq-ingest for `remote`.
+    pub url: Option<String>,
+    /// The HQ CA certificate (PEM) pinned for the TLS connection.
+    pub ca_cert: Option<PathBuf>,
+    /// The kiosk's client certificate (PEM); its key is on the device token.
+    pub client_cert: Option<PathBuf>,
+    /// HQ's record-encryption public key (PEM).
+    pub record_key: Option<PathBuf>,
+    pub suite: EnvelopeSuite,
+    /// Largest batch in records and in bytes.
+    pub batch_records: usize,
+    pub batch_bytes: usize,
+    /// Retry backoff bounds, in milliseconds.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for HqSection {
+    fn default() -> Self {
+        Self {
+            mode: HqMode::Local,
+            url: None,
+            ca_cert: None,
+            client_cert: None,
+            record_key: None,
+            suite: EnvelopeSuite::Gm,
+            batch_records: 500,
+            batch_bytes: 4 * 1024 * 1024,
+            retry_min_ms: 500,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+/// The privacy catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// Catalog file; when absent the catalog shipped in the binary is used.
+    pub catalog: Option<PathBuf>,
+}
