@@ -1,0 +1,33 @@
+//! kioskctl: the staff and technician CLI (device diagnostics, token administration, audit verification).
+
+mod device;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kioskctl", version, about = "kioskd staff and technician CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Diagnose the kiosk's peripherals (ID-card reader, fingerprint module).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Administer UKEYs and HSM tokens through PKCS#11 or the soft token.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Device(cmd) => device::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
+    }
+}

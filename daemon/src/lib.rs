@@ -1,0 +1,1 @@
+//! kioskd: the daemon's subsystems (api, workflow, privacy, store, sync, audit).
