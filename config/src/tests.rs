@@ -60,13 +60,20 @@ fn bad_type_names_the_key_and_line() {
     assert_eq!(p.line, Some(2));
     assert!(p.message.contains("invalid type"), "{}", p.message);
     let shown = p.to_string();
-    assert!(shown.contains("kioskd.toml:2: api.session_idle_secs"), "{shown}");
+    assert!(
+        shown.contains("kioskd.toml:2: api.session_idle_secs"),
+        "{shown}"
+    );
 }
 
 #[test]
 fn unknown_key_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let err = load_text("[store]\npath = \"k.sqlite\"\nencrypt = false\n", dir.path()).unwrap_err();
+    let err = load_text(
+        "[store]\npath = \"k.sqlite\"\nencrypt = false\n",
+        dir.path(),
+    )
+    .unwrap_err();
     let p = only_problem(err);
     assert_eq!(p.key, "store.encrypt");
     assert_eq!(p.line, Some(3));
@@ -80,7 +87,11 @@ fn unknown_enum_value_lists_the_choices() {
     let err = load_text("[token]\nprovider = \"tpm\"\n", dir.path()).unwrap_err();
     let p = only_problem(err);
     assert_eq!(p.key, "token.provider");
-    assert!(p.message.contains("soft") && p.message.contains("pkcs11"), "{}", p.message);
+    assert!(
+        p.message.contains("soft") && p.message.contains("pkcs11"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]
@@ -98,7 +109,10 @@ fn unwritable_store_directory_names_the_key() {
     // A path under a regular file can never be created, whatever our privileges.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
-    let text = format!("[store]\npath = \"{}/sub/kiosk.sqlite\"\n", blocker.display());
+    let text = format!(
+        "[store]\npath = \"{}/sub/kiosk.sqlite\"\n",
+        blocker.display()
+    );
     let p = only_problem(load_text(&text, dir.path()).unwrap_err());
     assert_eq!(p.key, "store.path");
     assert_eq!(p.line, Some(2));

@@ -1,0 +1,79 @@
+//! Request guards that run before any handler: the `Host` allow-list against
+//! DNS rebinding. A page on another origin that resolves its own name to
+//! 127.0.0.1 still sends its own name as `Host`, and is refused here.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::header::HOST;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+
+/// Host names (without port) the API answers to.
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    pub fn new(names: &[String]) -> Self {
+        Self(names.iter().map(|n| n.to_ascii_lowercase()).collect())
+    }
+
+    fn allows(&self, host_header: &str) -> bool {
+        let host = strip_port(host_header).to_ascii_lowercase();
+        self.0.iter().any(|n| *n == host)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [::1]:8480
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+pub async fn check_host(
+    State(allowed): State<Arc<AllowedHosts>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    match host {
+        Some(h) if allowed.allows(h) => next.run(req).await,
+        _ => ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "this API answers only to the kiosk's local host names",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_allow_list_ignores_port_and_case() {
+        let a = AllowedHosts::new(&["localhost".into(), "127.0.0.1".into(), "[::1]".into()]);
+        assert!(a.allows("localhost:8480"));
+        assert!(a.allows("LOCALHOST"));
+        assert!(a.allows("127.0.0.1:1"));
+        assert!(a.allows("[::1]:8480"));
+        assert!(!a.allows("evil.example:8480"));
+        assert!(!a.allows("localhost.evil.example"));
+        assert!(!a.allows("127.0.0.1.nip.io"));
+    }
+}

@@ -1,0 +1,65 @@
+//! The local HTTP API, versioned under `/v1`, served on loopback TCP and on a
+//! Unix socket. Every error is a stable code with a human message. Requests whose
+//! `Host` is not one of the configured local names are refused (DNS rebinding).
+
+mod error;
+mod guard;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use serde::Serialize;
+
+pub use error::ApiError;
+
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<kiosk_config::Config>,
+    pub store: Store,
+    pub started: Instant,
+}
+
+/// Build the API router.
+pub fn router(state: AppState) -> Router {
+    let allowed = Arc::new(guard::AllowedHosts::new(&state.config.api.allowed_hosts));
+    let max_body = state.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(allowed, guard::check_host))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    kiosk_id: String,
+    uptime_ms: u128,
+    store_schema: i64,
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let store = state.store.clone();
+    let store_schema = tokio::task::spawn_blocking(move || store.schema_version())
+        .await
+        .map_err(|_| ApiError::internal("health check task failed"))??;
+    Ok(Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        kiosk_id: state.config.kiosk.id.clone(),
+        uptime_ms: state.started.elapsed().as_millis(),
+        store_schema,
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
