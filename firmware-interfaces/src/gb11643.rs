@@ -62,15 +62,27 @@ mod tests {
 
     #[test]
     fn bad_check_digit_is_reported_as_such() {
-        assert_eq!(validate("110105194912310021"), Err(IdNumberError::CheckDigit));
-        assert_eq!(validate("440524188001010015"), Err(IdNumberError::CheckDigit));
+        assert_eq!(
+            validate("110105194912310021"),
+            Err(IdNumberError::CheckDigit)
+        );
+        assert_eq!(
+            validate("440524188001010015"),
+            Err(IdNumberError::CheckDigit)
+        );
     }
 
     #[test]
     fn shape_errors() {
         assert_eq!(validate("1234"), Err(IdNumberError::Length(4)));
-        assert_eq!(validate("11010519491231A02X"), Err(IdNumberError::NotDigit(14)));
-        assert_eq!(validate("11010519491231002x"), Err(IdNumberError::NotDigit(17)));
+        assert_eq!(
+            validate("11010519491231A02X"),
+            Err(IdNumberError::NotDigit(14))
+        );
+        assert_eq!(
+            validate("11010519491231002x"),
+            Err(IdNumberError::NotDigit(17))
+        );
     }
 
     #[test]

@@ -18,11 +18,26 @@ pub struct MaskRule {
 }
 
 /// ID number: first 1 and last 1 characters visible, each other character a `*`.
-pub const ID_NUMBER: MaskRule = MaskRule { keep_first: 1, keep_last: 1, per_char: true, fixed_stars: 0 };
+pub const ID_NUMBER: MaskRule = MaskRule {
+    keep_first: 1,
+    keep_last: 1,
+    per_char: true,
+    fixed_stars: 0,
+};
 /// Name: first character visible, each other character a `*`.
-pub const NAME: MaskRule = MaskRule { keep_first: 1, keep_last: 0, per_char: true, fixed_stars: 0 };
+pub const NAME: MaskRule = MaskRule {
+    keep_first: 1,
+    keep_last: 0,
+    per_char: true,
+    fixed_stars: 0,
+};
 /// Address: first 6 characters visible followed by `***`.
-pub const ADDRESS: MaskRule = MaskRule { keep_first: 6, keep_last: 0, per_char: false, fixed_stars: 3 };
+pub const ADDRESS: MaskRule = MaskRule {
+    keep_first: 6,
+    keep_last: 0,
+    per_char: false,
+    fixed_stars: 3,
+};
 /// Document numbers (passes, permits): like ID numbers.
 pub const DOCUMENT_NUMBER: MaskRule = ID_NUMBER;
 
@@ -43,7 +58,11 @@ pub fn apply(rule: MaskRule, value: &str) -> String {
     }
     let hidden = n - first - last;
     let mut out: String = chars.iter().take(first).collect();
-    let stars = if rule.per_char { hidden } else { rule.fixed_stars.max(1) };
+    let stars = if rule.per_char {
+        hidden
+    } else {
+        rule.fixed_stars.max(1)
+    };
     out.extend(std::iter::repeat_n('*', stars));
     out.extend(chars.iter().skip(n - last));
     out

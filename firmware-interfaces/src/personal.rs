@@ -120,6 +120,9 @@ mod tests {
 
     #[test]
     fn id_number_rejects_bad_check_digit() {
-        assert_eq!(IdNumber::parse("110105194912310021"), Err(IdNumberError::CheckDigit));
+        assert_eq!(
+            IdNumber::parse("110105194912310021"),
+            Err(IdNumberError::CheckDigit)
+        );
     }
 }

@@ -98,13 +98,21 @@ impl Confirmation {
     ];
 
     pub fn from_byte(b: u8) -> Self {
-        Self::TABLE.iter().find(|(c, _)| *c == b).map(|(_, v)| *v).unwrap_or(Self::Other(b))
+        Self::TABLE
+            .iter()
+            .find(|(c, _)| *c == b)
+            .map(|(_, v)| *v)
+            .unwrap_or(Self::Other(b))
     }
 
     pub fn to_byte(self) -> u8 {
         match self {
             Self::Other(b) => b,
-            known => Self::TABLE.iter().find(|(_, v)| *v == known).map(|(c, _)| *c).unwrap_or(0x19),
+            known => Self::TABLE
+                .iter()
+                .find(|(_, v)| *v == known)
+                .map(|(c, _)| *c)
+                .unwrap_or(0x19),
         }
     }
 }

@@ -34,12 +34,21 @@ impl FingerImage {
             pixels.push((b >> 4) * 17);
             pixels.push((b & 0x0F) * 17);
         }
-        Some(Self { width: IMAGE_WIDTH, height: IMAGE_HEIGHT, pixels })
+        Some(Self {
+            width: IMAGE_WIDTH,
+            height: IMAGE_HEIGHT,
+            pixels,
+        })
     }
 
     /// Packs to the wire form (pixels quantised to 4 bits).
     pub fn pack(&self) -> Vec<u8> {
-        self.pixels.chunks(2).map(|p| (p.first().copied().unwrap_or(0) / 17) << 4 | (p.get(1).copied().unwrap_or(0) / 17)).collect()
+        self.pixels
+            .chunks(2)
+            .map(|p| {
+                (p.first().copied().unwrap_or(0) / 17) << 4 | (p.get(1).copied().unwrap_or(0) / 17)
+            })
+            .collect()
     }
 }
 

@@ -85,7 +85,10 @@ pub enum AckData {
     /// Match: score.
     Score(u16),
     /// Search / HighSpeedSearch: page and score.
-    Found { page: u16, score: u16 },
+    Found {
+        page: u16,
+        score: u16,
+    },
     Parameters(SystemParameters),
     Random(u32),
     Count(u16),
@@ -125,8 +128,19 @@ impl Instruction {
     pub fn payload(&self) -> Vec<u8> {
         let mut v = vec![self.code()];
         match *self {
-            Self::Img2Tz { buffer } | Self::UpChar { buffer } | Self::DownChar { buffer } => v.push(buffer),
-            Self::Search { buffer, start, count } | Self::HighSpeedSearch { buffer, start, count } => {
+            Self::Img2Tz { buffer } | Self::UpChar { buffer } | Self::DownChar { buffer } => {
+                v.push(buffer)
+            }
+            Self::Search {
+                buffer,
+                start,
+                count,
+            }
+            | Self::HighSpeedSearch {
+                buffer,
+                start,
+                count,
+            } => {
                 v.push(buffer);
                 v.extend_from_slice(&start.to_be_bytes());
                 v.extend_from_slice(&count.to_be_bytes());
@@ -140,7 +154,9 @@ impl Instruction {
                 v.extend_from_slice(&count.to_be_bytes());
             }
             Self::SetSysPara { register, value } => v.extend_from_slice(&[register, value]),
-            Self::SetPwd { password } | Self::VfyPwd { password } => v.extend_from_slice(&password.to_be_bytes()),
+            Self::SetPwd { password } | Self::VfyPwd { password } => {
+                v.extend_from_slice(&password.to_be_bytes())
+            }
             Self::SetAddr { address } => v.extend_from_slice(&address.to_be_bytes()),
             Self::ReadIndexTable { page } => v.push(page),
             Self::GenImg
@@ -169,38 +185,70 @@ impl Instruction {
         let bad = InstructionError::Parameters(code);
         let ins = match code {
             0x01 => Self::GenImg,
-            0x02 => Self::Img2Tz { buffer: c.u8().ok_or(bad.clone())? },
+            0x02 => Self::Img2Tz {
+                buffer: c.u8().ok_or(bad.clone())?,
+            },
             0x03 => Self::Match,
             0x04 | 0x1B => {
                 let buffer = c.u8().ok_or(bad.clone())?;
                 let start = c.u16_be().ok_or(bad.clone())?;
                 let count = c.u16_be().ok_or(bad.clone())?;
                 if code == 0x04 {
-                    Self::Search { buffer, start, count }
+                    Self::Search {
+                        buffer,
+                        start,
+                        count,
+                    }
                 } else {
-                    Self::HighSpeedSearch { buffer, start, count }
+                    Self::HighSpeedSearch {
+                        buffer,
+                        start,
+                        count,
+                    }
                 }
             }
             0x05 => Self::RegModel,
             0x06 | 0x07 => {
                 let buffer = c.u8().ok_or(bad.clone())?;
                 let page = c.u16_be().ok_or(bad.clone())?;
-                if code == 0x06 { Self::Store { buffer, page } } else { Self::LoadChar { buffer, page } }
+                if code == 0x06 {
+                    Self::Store { buffer, page }
+                } else {
+                    Self::LoadChar { buffer, page }
+                }
             }
-            0x08 => Self::UpChar { buffer: c.u8().ok_or(bad.clone())? },
-            0x09 => Self::DownChar { buffer: c.u8().ok_or(bad.clone())? },
+            0x08 => Self::UpChar {
+                buffer: c.u8().ok_or(bad.clone())?,
+            },
+            0x09 => Self::DownChar {
+                buffer: c.u8().ok_or(bad.clone())?,
+            },
             0x0A => Self::UpImage,
             0x0B => Self::DownImage,
-            0x0C => Self::DeleteChar { page: c.u16_be().ok_or(bad.clone())?, count: c.u16_be().ok_or(bad.clone())? },
+            0x0C => Self::DeleteChar {
+                page: c.u16_be().ok_or(bad.clone())?,
+                count: c.u16_be().ok_or(bad.clone())?,
+            },
             0x0D => Self::Empty,
-            0x0E => Self::SetSysPara { register: c.u8().ok_or(bad.clone())?, value: c.u8().ok_or(bad.clone())? },
+            0x0E => Self::SetSysPara {
+                register: c.u8().ok_or(bad.clone())?,
+                value: c.u8().ok_or(bad.clone())?,
+            },
             0x0F => Self::ReadSysPara,
-            0x12 => Self::SetPwd { password: c.u32_be().ok_or(bad.clone())? },
-            0x13 => Self::VfyPwd { password: c.u32_be().ok_or(bad.clone())? },
+            0x12 => Self::SetPwd {
+                password: c.u32_be().ok_or(bad.clone())?,
+            },
+            0x13 => Self::VfyPwd {
+                password: c.u32_be().ok_or(bad.clone())?,
+            },
             0x14 => Self::GetRandomCode,
-            0x15 => Self::SetAddr { address: c.u32_be().ok_or(bad.clone())? },
+            0x15 => Self::SetAddr {
+                address: c.u32_be().ok_or(bad.clone())?,
+            },
             0x1D => Self::TemplateCount,
-            0x1F => Self::ReadIndexTable { page: c.u8().ok_or(bad.clone())? },
+            0x1F => Self::ReadIndexTable {
+                page: c.u8().ok_or(bad.clone())?,
+            },
             0x40 => Self::HandShake,
             other => return Err(InstructionError::Unknown(other)),
         };
@@ -225,10 +273,14 @@ impl Instruction {
                 page: c.u16_be().ok_or(malformed.clone())?,
                 score: c.u16_be().ok_or(malformed.clone())?,
             },
-            Self::ReadSysPara => AckData::Parameters(SystemParameters::parse(c.take(SystemParameters::LEN).ok_or(malformed.clone())?)?),
+            Self::ReadSysPara => AckData::Parameters(SystemParameters::parse(
+                c.take(SystemParameters::LEN).ok_or(malformed.clone())?,
+            )?),
             Self::GetRandomCode => AckData::Random(c.u32_be().ok_or(malformed.clone())?),
             Self::TemplateCount => AckData::Count(c.u16_be().ok_or(malformed.clone())?),
-            Self::ReadIndexTable { .. } => AckData::IndexTable(c.array::<32>().ok_or(malformed.clone())?),
+            Self::ReadIndexTable { .. } => {
+                AckData::IndexTable(c.array::<32>().ok_or(malformed.clone())?)
+            }
             _ => AckData::Done,
         };
         if !c.is_empty() {
@@ -252,7 +304,9 @@ mod tests {
     use crate::ef01::packet::DEFAULT_ADDRESS;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex")).collect()
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+            .collect()
     }
 
     /// The frames in the protocol notes (§2.2).
@@ -260,19 +314,46 @@ mod tests {
     fn known_command_frames() {
         let cases = [
             (Instruction::GenImg, "EF 01 FF FF FF FF 01 00 03 01 00 05"),
-            (Instruction::Img2Tz { buffer: 1 }, "EF 01 FF FF FF FF 01 00 04 02 01 00 08"),
+            (
+                Instruction::Img2Tz { buffer: 1 },
+                "EF 01 FF FF FF FF 01 00 04 02 01 00 08",
+            ),
             (Instruction::RegModel, "EF 01 FF FF FF FF 01 00 03 05 00 09"),
-            (Instruction::Store { buffer: 1, page: 1 }, "EF 01 FF FF FF FF 01 00 06 06 01 00 01 00 0F"),
-            (Instruction::Search { buffer: 1, start: 0, count: 1000 }, "EF 01 FF FF FF FF 01 00 08 04 01 00 00 03 E8 00 F9"),
-            (Instruction::TemplateCount, "EF 01 FF FF FF FF 01 00 03 1D 00 21"),
+            (
+                Instruction::Store { buffer: 1, page: 1 },
+                "EF 01 FF FF FF FF 01 00 06 06 01 00 01 00 0F",
+            ),
+            (
+                Instruction::Search {
+                    buffer: 1,
+                    start: 0,
+                    count: 1000,
+                },
+                "EF 01 FF FF FF FF 01 00 08 04 01 00 00 03 E8 00 F9",
+            ),
+            (
+                Instruction::TemplateCount,
+                "EF 01 FF FF FF FF 01 00 03 1D 00 21",
+            ),
             (Instruction::Empty, "EF 01 FF FF FF FF 01 00 03 0D 00 11"),
-            (Instruction::VfyPwd { password: 0 }, "EF 01 FF FF FF FF 01 00 07 13 00 00 00 00 00 1B"),
+            (
+                Instruction::VfyPwd { password: 0 },
+                "EF 01 FF FF FF FF 01 00 07 13 00 00 00 00 00 1B",
+            ),
         ];
         for (ins, frame) in cases {
             assert_eq!(ins.encode(DEFAULT_ADDRESS), hex(frame), "{ins:?}");
         }
         // Adafruit's fingerFastSearch payload.
-        assert_eq!(Instruction::HighSpeedSearch { buffer: 1, start: 0, count: 0xA3 }.payload(), hex("1B 01 00 00 00 A3"));
+        assert_eq!(
+            Instruction::HighSpeedSearch {
+                buffer: 1,
+                start: 0,
+                count: 0xA3
+            }
+            .payload(),
+            hex("1B 01 00 00 00 A3")
+        );
     }
 
     #[test]
@@ -281,9 +362,16 @@ mod tests {
             Instruction::GenImg,
             Instruction::Img2Tz { buffer: 2 },
             Instruction::Match,
-            Instruction::Search { buffer: 1, start: 3, count: 200 },
+            Instruction::Search {
+                buffer: 1,
+                start: 3,
+                count: 200,
+            },
             Instruction::RegModel,
-            Instruction::Store { buffer: 1, page: 513 },
+            Instruction::Store {
+                buffer: 1,
+                page: 513,
+            },
             Instruction::LoadChar { buffer: 2, page: 7 },
             Instruction::UpChar { buffer: 1 },
             Instruction::DownChar { buffer: 2 },
@@ -291,13 +379,24 @@ mod tests {
             Instruction::DownImage,
             Instruction::DeleteChar { page: 4, count: 1 },
             Instruction::Empty,
-            Instruction::SetSysPara { register: REG_PACKET_SIZE, value: 3 },
+            Instruction::SetSysPara {
+                register: REG_PACKET_SIZE,
+                value: 3,
+            },
             Instruction::ReadSysPara,
-            Instruction::SetPwd { password: 0xDEAD_BEEF },
+            Instruction::SetPwd {
+                password: 0xDEAD_BEEF,
+            },
             Instruction::VfyPwd { password: 1 },
             Instruction::GetRandomCode,
-            Instruction::SetAddr { address: 0x1234_5678 },
-            Instruction::HighSpeedSearch { buffer: 1, start: 0, count: 10 },
+            Instruction::SetAddr {
+                address: 0x1234_5678,
+            },
+            Instruction::HighSpeedSearch {
+                buffer: 1,
+                start: 0,
+                count: 10,
+            },
             Instruction::TemplateCount,
             Instruction::ReadIndexTable { page: 3 },
             Instruction::HandShake,
@@ -305,20 +404,49 @@ mod tests {
         for ins in all {
             assert_eq!(Instruction::decode(&ins.payload()), Ok(ins));
         }
-        assert_eq!(Instruction::decode(&[0x77]), Err(InstructionError::Unknown(0x77)));
-        assert_eq!(Instruction::decode(&[0x02]), Err(InstructionError::Parameters(0x02)));
-        assert_eq!(Instruction::decode(&[0x01, 0x00]), Err(InstructionError::Parameters(0x01)));
+        assert_eq!(
+            Instruction::decode(&[0x77]),
+            Err(InstructionError::Unknown(0x77))
+        );
+        assert_eq!(
+            Instruction::decode(&[0x02]),
+            Err(InstructionError::Parameters(0x02))
+        );
+        assert_eq!(
+            Instruction::decode(&[0x01, 0x00]),
+            Err(InstructionError::Parameters(0x01))
+        );
     }
 
     #[test]
     fn acks_are_typed() {
-        assert_eq!(Instruction::Match.decode_ack(&[0x00, 0x00, 0xC8]), Ok(AckData::Score(200)));
         assert_eq!(
-            Instruction::Search { buffer: 1, start: 0, count: 10 }.decode_ack(&[0x00, 0x00, 0x05, 0x00, 0x64]),
-            Ok(AckData::Found { page: 5, score: 100 })
+            Instruction::Match.decode_ack(&[0x00, 0x00, 0xC8]),
+            Ok(AckData::Score(200))
         );
-        assert_eq!(Instruction::GenImg.decode_ack(&[0x02]), Err(InstructionError::Confirmation(Confirmation::NoFinger)));
-        assert_eq!(Instruction::TemplateCount.decode_ack(&[0x00, 0x01]), Err(InstructionError::MalformedAck));
-        assert_eq!(Instruction::GenImg.decode_ack(&[]), Err(InstructionError::MalformedAck));
+        assert_eq!(
+            Instruction::Search {
+                buffer: 1,
+                start: 0,
+                count: 10
+            }
+            .decode_ack(&[0x00, 0x00, 0x05, 0x00, 0x64]),
+            Ok(AckData::Found {
+                page: 5,
+                score: 100
+            })
+        );
+        assert_eq!(
+            Instruction::GenImg.decode_ack(&[0x02]),
+            Err(InstructionError::Confirmation(Confirmation::NoFinger))
+        );
+        assert_eq!(
+            Instruction::TemplateCount.decode_ack(&[0x00, 0x01]),
+            Err(InstructionError::MalformedAck)
+        );
+        assert_eq!(
+            Instruction::GenImg.decode_ack(&[]),
+            Err(InstructionError::MalformedAck)
+        );
     }
 }

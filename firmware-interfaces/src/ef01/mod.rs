@@ -15,5 +15,7 @@ pub mod params;
 pub use confirmation::Confirmation;
 pub use image::{FingerImage, IMAGE_BYTES, IMAGE_HEIGHT, IMAGE_WIDTH};
 pub use instruction::{AckData, Instruction, InstructionError, encode_ack};
-pub use packet::{DEFAULT_ADDRESS, Ef01Deframer, Ef01FrameError, HEADER, Packet, PacketKind, encode_packet};
+pub use packet::{
+    DEFAULT_ADDRESS, Ef01Deframer, Ef01FrameError, HEADER, Packet, PacketKind, encode_packet,
+};
 pub use params::{PacketSize, ParamsError, SystemParameters};

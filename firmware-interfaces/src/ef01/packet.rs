@@ -54,13 +54,22 @@ pub struct Packet {
 
 impl std::fmt::Debug for Packet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Packet({:?}, {} payload bytes)", self.kind, self.payload.len())
+        write!(
+            f,
+            "Packet({:?}, {} payload bytes)",
+            self.kind,
+            self.payload.len()
+        )
     }
 }
 
 impl Packet {
     pub fn new(address: u32, kind: PacketKind, payload: Vec<u8>) -> Self {
-        Self { address, kind, payload: Zeroizing::new(payload) }
+        Self {
+            address,
+            kind,
+            payload: Zeroizing::new(payload),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -72,13 +81,16 @@ fn checksum(pid: u8, len: u16, payload: &[u8]) -> u16 {
     let [hi, lo] = len.to_be_bytes();
     payload
         .iter()
-        .fold(u32::from(pid) + u32::from(hi) + u32::from(lo), |acc, b| acc + u32::from(*b))
-        as u16
+        .fold(u32::from(pid) + u32::from(hi) + u32::from(lo), |acc, b| {
+            acc + u32::from(*b)
+        }) as u16
 }
 
 /// Builds a packet. Payloads longer than [`MAX_LENGTH_FIELD`]` - 2` are cut (never built here).
 pub fn encode_packet(address: u32, kind: PacketKind, payload: &[u8]) -> Vec<u8> {
-    let payload = payload.get(..payload.len().min(MAX_LENGTH_FIELD - 2)).unwrap_or(payload);
+    let payload = payload
+        .get(..payload.len().min(MAX_LENGTH_FIELD - 2))
+        .unwrap_or(payload);
     let len = u16::try_from(payload.len() + 2).unwrap_or(u16::MAX);
     let mut v = Vec::with_capacity(PREFIX_LEN + payload.len() + 2);
     v.extend_from_slice(&HEADER);
@@ -133,7 +145,10 @@ impl FrameAssembler for Ef01Deframer {
         let total = PREFIX_LEN + len_usize;
         let packet = self.buf.get(..total)?;
         let payload = packet.get(PREFIX_LEN..total - 2).unwrap_or_default();
-        let sum = packet.get(total - 2..total).and_then(|s| <[u8; 2]>::try_from(s).ok()).map(u16::from_be_bytes);
+        let sum = packet
+            .get(total - 2..total)
+            .and_then(|s| <[u8; 2]>::try_from(s).ok())
+            .map(u16::from_be_bytes);
         if sum != Some(checksum(pid, len, payload)) {
             self.buf.drain(..HEADER.len());
             return Some(Err(Ef01FrameError::Checksum));
@@ -144,7 +159,11 @@ impl FrameAssembler for Ef01Deframer {
         };
         let payload = Zeroizing::new(payload.to_vec());
         self.buf.drain(..total);
-        Some(Ok(Packet { address: u32::from_be_bytes([a0, a1, a2, a3]), kind, payload }))
+        Some(Ok(Packet {
+            address: u32::from_be_bytes([a0, a1, a2, a3]),
+            kind,
+            payload,
+        }))
     }
 
     fn reset(&mut self) {
@@ -157,19 +176,27 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex")).collect()
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+            .collect()
     }
 
     #[test]
     fn ack_ok_known_vector_encodes_and_decodes() {
         let ack = hex("EF 01 FF FF FF FF 07 00 03 00 00 0A");
-        assert_eq!(encode_packet(DEFAULT_ADDRESS, PacketKind::Ack, &[0x00]), ack);
+        assert_eq!(
+            encode_packet(DEFAULT_ADDRESS, PacketKind::Ack, &[0x00]),
+            ack
+        );
         let mut d = Ef01Deframer::new();
         d.push(&[0x55, 0xEF]); // leading garbage, then a header split over two writes
         assert!(d.next_frame().is_none());
         d.push(ack.get(1..).expect("len"));
         let p = d.next_frame().expect("frame").expect("ok");
-        assert_eq!((p.address, p.kind, p.payload.as_slice()), (DEFAULT_ADDRESS, PacketKind::Ack, &[0u8][..]));
+        assert_eq!(
+            (p.address, p.kind, p.payload.as_slice()),
+            (DEFAULT_ADDRESS, PacketKind::Ack, &[0u8][..])
+        );
     }
 
     #[test]

@@ -75,7 +75,15 @@ impl SystemParameters {
         let code = c.u16_be().ok_or(short)?;
         let packet_size = PacketSize::from_code(code).ok_or(ParamsError::PacketSize(code))?;
         let baud_multiplier = c.u16_be().ok_or(short)?;
-        Ok(Self { status_register, system_id, capacity, security_level, address, packet_size, baud_multiplier })
+        Ok(Self {
+            status_register,
+            system_id,
+            capacity,
+            security_level,
+            address,
+            packet_size,
+            baud_multiplier,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {

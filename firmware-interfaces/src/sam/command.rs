@@ -14,7 +14,13 @@ pub enum SamBaud {
 
 impl SamBaud {
     /// In the order a host probes them (the factory default first).
-    pub const PROBE_ORDER: [SamBaud; 5] = [Self::B115200, Self::B57600, Self::B38400, Self::B19200, Self::B9600];
+    pub const PROBE_ORDER: [SamBaud; 5] = [
+        Self::B115200,
+        Self::B57600,
+        Self::B38400,
+        Self::B19200,
+        Self::B9600,
+    ];
 
     pub fn bits_per_second(self) -> u32 {
         match self {
@@ -27,7 +33,9 @@ impl SamBaud {
     }
 
     pub fn from_bits_per_second(bps: u32) -> Option<Self> {
-        Self::PROBE_ORDER.into_iter().find(|b| b.bits_per_second() == bps)
+        Self::PROBE_ORDER
+            .into_iter()
+            .find(|b| b.bits_per_second() == bps)
     }
 
     fn para(self) -> u8 {

@@ -127,7 +127,9 @@ mod tests {
     use super::*;
 
     fn frames_of(d: &mut SamDeframer) -> Vec<Result<Vec<u8>, SamFrameError>> {
-        std::iter::from_fn(|| d.next_frame()).map(|r| r.map(|f| f.body().to_vec())).collect()
+        std::iter::from_fn(|| d.next_frame())
+            .map(|r| r.map(|f| f.body().to_vec()))
+            .collect()
     }
 
     #[test]
@@ -135,7 +137,9 @@ mod tests {
         // "Error frames are 11 bytes: AA AA AA 96 69 00 04 00 00 <SW3> <04^SW3>".
         assert_eq!(
             encode_frame(&[0, 0, 0x80]),
-            [0xAA, 0xAA, 0xAA, 0x96, 0x69, 0x00, 0x04, 0x00, 0x00, 0x80, 0x84]
+            [
+                0xAA, 0xAA, 0xAA, 0x96, 0x69, 0x00, 0x04, 0x00, 0x00, 0x80, 0x84
+            ]
         );
     }
 
@@ -166,7 +170,11 @@ mod tests {
         d.push(&stream);
         assert_eq!(
             frames_of(&mut d),
-            vec![Ok(vec![0, 0, 0x9F, 0, 0, 0, 0]), Err(SamFrameError::Checksum), Ok(vec![0, 0, 0x81])]
+            vec![
+                Ok(vec![0, 0, 0x9F, 0, 0, 0, 0]),
+                Err(SamFrameError::Checksum),
+                Ok(vec![0, 0, 0x81])
+            ]
         );
     }
 

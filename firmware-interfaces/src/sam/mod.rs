@@ -15,14 +15,14 @@ pub mod tables;
 pub mod text;
 
 pub use command::{SamBaud, SamCommand};
-pub use frame::{SamDeframer, SamFrame, SamFrameError, encode_frame, PREAMBLE};
+pub use frame::{PREAMBLE, SamDeframer, SamFrame, SamFrameError, encode_frame};
 pub use reply::{
-    CardData, CardFingerprint, NoPhotoDecoder, PhotoDecodeError, PhotoDecoder, DecodedPhoto,
+    CardData, CardFingerprint, DecodedPhoto, NoPhotoDecoder, PhotoDecodeError, PhotoDecoder,
     ReplyError, SamId, SamReply, SamResponse, WltPhoto,
 };
 pub use status::SamStatus;
 pub use tables::{FingerPosition, Nation, Sex};
 pub use text::{
-    CardDate, CardLayout, CardText, ForeignPermanent2017, ForeignPermanent2023, HkMacaoTaiwanPermit,
-    ResidentCard, TextBlock, TextError, ValidUntil, TEXT_BLOCK_LEN,
+    CardDate, CardLayout, CardText, ForeignPermanent2017, ForeignPermanent2023,
+    HkMacaoTaiwanPermit, ResidentCard, TEXT_BLOCK_LEN, TextBlock, TextError, ValidUntil,
 };

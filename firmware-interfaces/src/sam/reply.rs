@@ -40,7 +40,12 @@ pub struct SamResponse {
 
 impl std::fmt::Debug for SamResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SamResponse({}, {} data bytes)", self.status, self.data.len())
+        write!(
+            f,
+            "SamResponse({}, {} data bytes)",
+            self.status,
+            self.data.len()
+        )
     }
 }
 
@@ -49,11 +54,21 @@ impl SamResponse {
     pub fn from_frame(frame: &SamFrame) -> Result<Self, ReplyError> {
         let mut c = ByteCursor::new(frame.body());
         let [sw1, sw2, sw3] = c.array::<3>().ok_or(ReplyError::Truncated)?;
-        Ok(Self { sw1, sw2, status: SamStatus::from_byte(sw3), data: Zeroizing::new(c.rest().to_vec()) })
+        Ok(Self {
+            sw1,
+            sw2,
+            status: SamStatus::from_byte(sw3),
+            data: Zeroizing::new(c.rest().to_vec()),
+        })
     }
 
     pub fn new(status: SamStatus, data: Vec<u8>) -> Self {
-        Self { sw1: 0, sw2: 0, status, data: Zeroizing::new(data) }
+        Self {
+            sw1: 0,
+            sw2: 0,
+            status,
+            data: Zeroizing::new(data),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -64,7 +79,11 @@ impl SamResponse {
     }
 
     fn require(&self, ok: SamStatus) -> Result<(), ReplyError> {
-        if self.status == ok { Ok(()) } else { Err(ReplyError::Status(self.status)) }
+        if self.status == ok {
+            Ok(())
+        } else {
+            Err(ReplyError::Status(self.status))
+        }
     }
 }
 
@@ -187,7 +206,9 @@ impl std::fmt::Debug for CardFingerprint {
 
 impl CardFingerprint {
     pub fn new(template: Vec<u8>) -> Self {
-        Self { template: Zeroizing::new(template) }
+        Self {
+            template: Zeroizing::new(template),
+        }
     }
 
     /// Byte 5 of the template.
@@ -214,12 +235,18 @@ impl CardData {
         let mut c = ByteCursor::new(data);
         let text_len = usize::from(c.u16_be().ok_or(ReplyError::Truncated)?);
         let photo_len = usize::from(c.u16_be().ok_or(ReplyError::Truncated)?);
-        let fp_len = if with_fingerprint { usize::from(c.u16_be().ok_or(ReplyError::Truncated)?) } else { 0 };
+        let fp_len = if with_fingerprint {
+            usize::from(c.u16_be().ok_or(ReplyError::Truncated)?)
+        } else {
+            0
+        };
         if text_len != TEXT_BLOCK_LEN {
             return Err(ReplyError::Malformed("text length is not 256"));
         }
         if fp_len % CARD_FINGERPRINT_LEN != 0 {
-            return Err(ReplyError::Malformed("fingerprint length is not a multiple of 512"));
+            return Err(ReplyError::Malformed(
+                "fingerprint length is not a multiple of 512",
+            ));
         }
         let text = TextBlock::from_bytes(c.take(text_len).ok_or(ReplyError::Truncated)?)?;
         let photo = WltPhoto::new(c.take(photo_len).ok_or(ReplyError::Truncated)?.to_vec());
@@ -227,14 +254,25 @@ impl CardData {
         if !c.is_empty() {
             return Err(ReplyError::Malformed("bytes beyond the announced lengths"));
         }
-        let fingerprints = fp.chunks_exact(CARD_FINGERPRINT_LEN).map(|t| CardFingerprint::new(t.to_vec())).collect();
-        Ok(Self { text, photo, fingerprints })
+        let fingerprints = fp
+            .chunks_exact(CARD_FINGERPRINT_LEN)
+            .map(|t| CardFingerprint::new(t.to_vec()))
+            .collect();
+        Ok(Self {
+            text,
+            photo,
+            fingerprints,
+        })
     }
 
     /// The reply data for `30 01` (`with_fingerprint == false`) or `30 10`.
     pub fn encode(&self, with_fingerprint: bool) -> Vec<u8> {
         let photo = self.photo.expose();
-        let fp_len: usize = if with_fingerprint { self.fingerprints.iter().map(|f| f.expose().len()).sum() } else { 0 };
+        let fp_len: usize = if with_fingerprint {
+            self.fingerprints.iter().map(|f| f.expose().len()).sum()
+        } else {
+            0
+        };
         let mut v = Vec::with_capacity(6 + TEXT_BLOCK_LEN + photo.len() + fp_len);
         v.extend_from_slice(&(TEXT_BLOCK_LEN as u16).to_be_bytes());
         v.extend_from_slice(&u16::try_from(photo.len()).unwrap_or(u16::MAX).to_be_bytes());
@@ -259,10 +297,14 @@ pub enum SamReply {
     Done,
     SamId(SamId),
     /// Find succeeded; the 4-byte IIN (zeros in all logs).
-    CardFound { iin: [u8; 4] },
+    CardFound {
+        iin: [u8; 4],
+    },
     /// Select succeeded; the 8-byte card serial (zeros in all logs).
-    CardSelected { serial: [u8; 8] },
-    Card(CardData),
+    CardSelected {
+        serial: [u8; 8],
+    },
+    Card(Box<CardData>),
     /// Appended addresses; empty when the card has none (SW3 `91`).
     AppendedAddresses(Vec<Address>),
 }
@@ -283,17 +325,24 @@ impl SamCommand {
             }
             Self::FindCard => {
                 response.require(SamStatus::CardFound)?;
-                let iin = ByteCursor::new(data).array::<4>().ok_or(ReplyError::Truncated)?;
+                let iin = ByteCursor::new(data)
+                    .array::<4>()
+                    .ok_or(ReplyError::Truncated)?;
                 Ok(SamReply::CardFound { iin })
             }
             Self::SelectCard => {
                 response.require(SamStatus::Success)?;
-                let serial = ByteCursor::new(data).array::<8>().ok_or(ReplyError::Truncated)?;
+                let serial = ByteCursor::new(data)
+                    .array::<8>()
+                    .ok_or(ReplyError::Truncated)?;
                 Ok(SamReply::CardSelected { serial })
             }
             Self::ReadText | Self::ReadTextAndFingerprint => {
                 response.require(SamStatus::Success)?;
-                Ok(SamReply::Card(CardData::parse(data, self == Self::ReadTextAndFingerprint)?))
+                Ok(SamReply::Card(Box::new(CardData::parse(
+                    data,
+                    self == Self::ReadTextAndFingerprint,
+                )?)))
             }
             Self::ReadAppendedAddress => {
                 if response.status == SamStatus::NoContent {
@@ -301,14 +350,20 @@ impl SamCommand {
                 }
                 response.require(SamStatus::Success)?;
                 if data.is_empty() || data.len() % APPENDED_ADDRESS_LEN != 0 {
-                    return Err(ReplyError::Malformed("appended address is not a multiple of 70 bytes"));
+                    return Err(ReplyError::Malformed(
+                        "appended address is not a multiple of 70 bytes",
+                    ));
                 }
                 let addresses = data
                     .chunks_exact(APPENDED_ADDRESS_LEN)
                     .map(|rec| {
-                        let units = rec.chunks_exact(2).map(|p| u16::from_le_bytes([p[0], p[1]]));
+                        let units = rec
+                            .chunks_exact(2)
+                            .map(|p| u16::from_le_bytes([p[0], p[1]]));
                         let s: Zeroizing<String> = Zeroizing::new(
-                            char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)).collect(),
+                            char::decode_utf16(units)
+                                .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+                                .collect(),
                         );
                         Address::new(s.trim_matches(|c| c == ' ' || c == '\0'))
                     })
@@ -322,7 +377,12 @@ impl SamCommand {
 /// Encodes an appended address record (70 bytes, space padded; cut if longer).
 pub fn encode_appended_address(address: &Address) -> Vec<u8> {
     let mut rec = Vec::with_capacity(APPENDED_ADDRESS_LEN);
-    for unit in address.expose().encode_utf16().chain(std::iter::repeat(0x20)).take(APPENDED_ADDRESS_LEN / 2) {
+    for unit in address
+        .expose()
+        .encode_utf16()
+        .chain(std::iter::repeat(0x20))
+        .take(APPENDED_ADDRESS_LEN / 2)
+    {
         rec.extend_from_slice(&unit.to_le_bytes());
     }
     rec

@@ -139,11 +139,14 @@ mod tests {
             assert_eq!(SamStatus::from_byte(b).to_byte(), b);
         }
         let documented = [
-            0x90, 0x91, 0x9F, 0x10, 0x11, 0x21, 0x23, 0x24, 0x31, 0x32, 0x33, 0x40, 0x41, 0x47, 0x60,
-            0x66, 0x80, 0x81,
+            0x90, 0x91, 0x9F, 0x10, 0x11, 0x21, 0x23, 0x24, 0x31, 0x32, 0x33, 0x40, 0x41, 0x47,
+            0x60, 0x66, 0x80, 0x81,
         ];
         for b in documented {
-            assert!(!matches!(SamStatus::from_byte(b), SamStatus::Other(_)), "{b:02X}");
+            assert!(
+                !matches!(SamStatus::from_byte(b), SamStatus::Other(_)),
+                "{b:02X}"
+            );
         }
         assert_eq!(SamStatus::from_byte(0x55), SamStatus::Other(0x55));
     }

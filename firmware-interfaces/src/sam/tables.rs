@@ -56,11 +56,62 @@ impl Sex {
 }
 
 const NATIONS: [&str; 56] = [
-    "汉", "蒙古", "回", "藏", "维吾尔", "苗", "彝", "壮", "布依", "朝鲜", "满", "侗", "瑶", "白",
-    "土家", "哈尼", "哈萨克", "傣", "黎", "傈僳", "佤", "畲", "高山", "拉祜", "水", "东乡", "纳西",
-    "景颇", "柯尔克孜", "土", "达斡尔", "仫佬", "羌", "布朗", "撒拉", "毛南", "仡佬", "锡伯", "阿昌",
-    "普米", "塔吉克", "怒", "乌孜别克", "俄罗斯", "鄂温克", "德昂", "保安", "裕固", "京", "塔塔尔",
-    "独龙", "鄂伦春", "赫哲", "门巴", "珞巴", "基诺",
+    "汉",
+    "蒙古",
+    "回",
+    "藏",
+    "维吾尔",
+    "苗",
+    "彝",
+    "壮",
+    "布依",
+    "朝鲜",
+    "满",
+    "侗",
+    "瑶",
+    "白",
+    "土家",
+    "哈尼",
+    "哈萨克",
+    "傣",
+    "黎",
+    "傈僳",
+    "佤",
+    "畲",
+    "高山",
+    "拉祜",
+    "水",
+    "东乡",
+    "纳西",
+    "景颇",
+    "柯尔克孜",
+    "土",
+    "达斡尔",
+    "仫佬",
+    "羌",
+    "布朗",
+    "撒拉",
+    "毛南",
+    "仡佬",
+    "锡伯",
+    "阿昌",
+    "普米",
+    "塔吉克",
+    "怒",
+    "乌孜别克",
+    "俄罗斯",
+    "鄂温克",
+    "德昂",
+    "保安",
+    "裕固",
+    "京",
+    "塔塔尔",
+    "独龙",
+    "鄂伦春",
+    "赫哲",
+    "门巴",
+    "珞巴",
+    "基诺",
 ];
 
 /// A GB 3304 nation code: `01`..`56`, `97` (其他), `98` (外国血统中国籍人士).
@@ -89,7 +140,10 @@ impl Nation {
         match self.0 {
             97 => "其他",
             98 => "外国血统中国籍人士",
-            n => NATIONS.get(usize::from(n).wrapping_sub(1)).copied().unwrap_or("其他"),
+            n => NATIONS
+                .get(usize::from(n).wrapping_sub(1))
+                .copied()
+                .unwrap_or("其他"),
         }
     }
 }
@@ -160,13 +214,31 @@ mod tests {
     #[test]
     fn nation_table_is_pinned() {
         let pinned = [
-            (1, "汉"), (2, "蒙古"), (5, "维吾尔"), (10, "朝鲜"), (15, "土家"), (24, "拉祜"),
-            (25, "水"), (26, "东乡"), (29, "柯尔克孜"), (30, "土"), (36, "毛南"), (37, "仡佬"),
-            (43, "乌孜别克"), (46, "德昂"), (50, "塔塔尔"), (56, "基诺"), (97, "其他"),
+            (1, "汉"),
+            (2, "蒙古"),
+            (5, "维吾尔"),
+            (10, "朝鲜"),
+            (15, "土家"),
+            (24, "拉祜"),
+            (25, "水"),
+            (26, "东乡"),
+            (29, "柯尔克孜"),
+            (30, "土"),
+            (36, "毛南"),
+            (37, "仡佬"),
+            (43, "乌孜别克"),
+            (46, "德昂"),
+            (50, "塔塔尔"),
+            (56, "基诺"),
+            (97, "其他"),
             (98, "外国血统中国籍人士"),
         ];
         for (code, name) in pinned {
-            assert_eq!(Nation::from_code(code).map(Nation::name), Some(name), "{code}");
+            assert_eq!(
+                Nation::from_code(code).map(Nation::name),
+                Some(name),
+                "{code}"
+            );
         }
         // The known-wrong copies: 25 shifted to 东乡, obsolete 崩龙/基洛/毛难.
         assert_ne!(Nation::from_code(25).map(Nation::name), Some("东乡"));
@@ -197,7 +269,10 @@ mod tests {
     fn finger_positions() {
         assert_eq!(FingerPosition::from_code(0x0B), FingerPosition::RightThumb);
         assert_eq!(FingerPosition::from_code(0x14), FingerPosition::LeftLittle);
-        assert_eq!(FingerPosition::from_code(0x63), FingerPosition::OtherUncertain);
+        assert_eq!(
+            FingerPosition::from_code(0x63),
+            FingerPosition::OtherUncertain
+        );
         for b in 0..=u8::MAX {
             assert_eq!(FingerPosition::from_code(b).code(), b);
         }

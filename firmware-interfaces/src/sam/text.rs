@@ -38,7 +38,9 @@ impl std::fmt::Debug for TextBlock {
 
 impl TextBlock {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TextError> {
-        let arr: [u8; TEXT_BLOCK_LEN] = bytes.try_into().map_err(|_| TextError::Length(bytes.len()))?;
+        let arr: [u8; TEXT_BLOCK_LEN] = bytes
+            .try_into()
+            .map_err(|_| TextError::Length(bytes.len()))?;
         Ok(Self(Zeroizing::new(arr)))
     }
 
@@ -69,21 +71,34 @@ impl TextBlock {
     pub fn decode(&self) -> Result<CardText, TextError> {
         Ok(match self.layout()? {
             CardLayout::Resident => CardText::Resident(ResidentCard::decode(self)?),
-            CardLayout::HkMacaoTaiwan => CardText::HkMacaoTaiwan(HkMacaoTaiwanPermit::decode(self)?),
-            CardLayout::ForeignPermanent2017 => CardText::ForeignPermanent2017(ForeignPermanent2017::decode(self)?),
-            CardLayout::ForeignPermanent2023 => CardText::ForeignPermanent2023(ForeignPermanent2023::decode(self)?),
+            CardLayout::HkMacaoTaiwan => {
+                CardText::HkMacaoTaiwan(HkMacaoTaiwanPermit::decode(self)?)
+            }
+            CardLayout::ForeignPermanent2017 => {
+                CardText::ForeignPermanent2017(ForeignPermanent2017::decode(self)?)
+            }
+            CardLayout::ForeignPermanent2023 => {
+                CardText::ForeignPermanent2023(ForeignPermanent2023::decode(self)?)
+            }
         })
     }
 
     fn unit(&self, off: usize) -> u16 {
         let b = self.0.get(off..off + 2).unwrap_or(&[0, 0]);
-        u16::from_le_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0)])
+        u16::from_le_bytes([
+            b.first().copied().unwrap_or(0),
+            b.get(1).copied().unwrap_or(0),
+        ])
     }
 
     /// The field's characters, untrimmed (unpaired surrogates become U+FFFD).
     fn raw(&self, off: usize, len: usize) -> Zeroizing<String> {
         let units = (off..off + len).step_by(2).map(|o| self.unit(o));
-        Zeroizing::new(char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)).collect())
+        Zeroizing::new(
+            char::decode_utf16(units)
+                .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect(),
+        )
     }
 
     /// The field with padding (spaces, NULs) trimmed.
@@ -93,7 +108,9 @@ impl TextBlock {
     }
 
     fn put(&mut self, off: usize, len: usize, value: &str) {
-        let Some(field) = self.0.get_mut(off..off + len) else { return };
+        let Some(field) = self.0.get_mut(off..off + len) else {
+            return;
+        };
         let units = value.encode_utf16().chain(std::iter::repeat(0x0020));
         for (pair, unit) in field.chunks_exact_mut(2).zip(units) {
             pair.copy_from_slice(&unit.to_le_bytes());
@@ -102,7 +119,10 @@ impl TextBlock {
 
     fn sex(&self, off: usize) -> Result<Sex, TextError> {
         let t = self.text(off, 2);
-        t.chars().next().and_then(Sex::from_code).ok_or(TextError::Field("sex"))
+        t.chars()
+            .next()
+            .and_then(Sex::from_code)
+            .ok_or(TextError::Field("sex"))
     }
 
     fn date(&self, off: usize, field: &'static str) -> Result<CardDate, TextError> {
@@ -114,7 +134,9 @@ impl TextBlock {
         if t.starts_with("长期") {
             return Ok(ValidUntil::LongTerm);
         }
-        CardDate::parse_compact(&t).map(ValidUntil::Date).ok_or(TextError::Field("valid_until"))
+        CardDate::parse_compact(&t)
+            .map(ValidUntil::Date)
+            .ok_or(TextError::Field("valid_until"))
     }
 
     fn id_number(&self, off: usize) -> Result<IdNumber, TextError> {
@@ -150,7 +172,9 @@ pub struct CardDate(time::Date);
 impl CardDate {
     pub fn new(year: i32, month: u8, day: u8) -> Option<Self> {
         let month = time::Month::try_from(month).ok()?;
-        time::Date::from_calendar_date(year, month, day).ok().map(Self)
+        time::Date::from_calendar_date(year, month, day)
+            .ok()
+            .map(Self)
     }
 
     /// Parses exactly 8 ASCII digits `YYYYMMDD` naming a real date.
@@ -169,14 +193,25 @@ impl CardDate {
     }
 
     pub fn compact(self) -> String {
-        format!("{:04}{:02}{:02}", self.0.year(), u8::from(self.0.month()), self.0.day())
+        format!(
+            "{:04}{:02}{:02}",
+            self.0.year(),
+            u8::from(self.0.month()),
+            self.0.day()
+        )
     }
 }
 
 impl std::fmt::Display for CardDate {
     /// `YYYY-MM-DD`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.0.year(), u8::from(self.0.month()), self.0.day())
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            self.0.year(),
+            u8::from(self.0.month()),
+            self.0.day()
+        )
     }
 }
 
@@ -380,7 +415,8 @@ impl ForeignPermanent2023 {
     }
 
     fn encode(&self, b: &mut TextBlock) {
-        let english: Zeroizing<Vec<char>> = Zeroizing::new(self.english_name.expose().chars().collect());
+        let english: Zeroizing<Vec<char>> =
+            Zeroizing::new(self.english_name.expose().chars().collect());
         let split = english.len().min(Self::NAME_PART1_CHARS);
         let (first, second) = english.split_at(split);
         b.put(0, 30, self.chinese_name.expose());
