@@ -5,6 +5,7 @@
 //! devices, the soft token, SQLite under the data directory and a local HQ.
 //! Unknown keys are errors, never silently ignored.
 
+pub mod catalog;
 mod model;
 mod secret;
 mod validate;
@@ -12,6 +13,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use catalog::{Catalog, CatalogError, Destination, Sensitivity, Transfer};
 pub use model::*;
 pub use secret::ConfigSecret;
 pub use validate::{SUPPORTED_BAUDS, parse_usb_id};
@@ -129,6 +131,14 @@ impl Config {
 
 /// Parse TOML text into a [`Config`], reporting the key and line of the first error.
 pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+    parse_as(text, file)
+}
+
+/// Parse TOML text into any strict model, reporting the key and line of the first error.
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
     let de = toml::de::Deserializer::parse(text).map_err(|e| {
         ConfigError::Invalid(vec![Problem {
             file: file.map(Path::to_path_buf),

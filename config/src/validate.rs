@@ -41,7 +41,23 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     check_store(config, &mut c);
     check_hq(config, &mut c);
     if let Some(catalog) = &config.privacy.catalog {
-        require_file(config, "privacy.catalog", catalog, &mut c);
+        let path = config.resolve(catalog);
+        if path.is_file() {
+            if let Err(e) = crate::Catalog::load(Some(&path)) {
+                c.problems.extend(match e {
+                    crate::ConfigError::Invalid(p) => p,
+                    other => vec![Problem {
+                        file: Some(path.clone()),
+                        line: None,
+                        key: "privacy.catalog".into(),
+                        message: other.to_string(),
+                        fix: "make the catalog readable".into(),
+                    }],
+                });
+            }
+        } else {
+            require_file(config, "privacy.catalog", catalog, &mut c);
+        }
     }
     c.problems
 }
