@@ -1,0 +1,249 @@
+//! The PKCS#11 provider (`cryptoki`): UKEYs and HSMs through a vendor module. Lists slots and
+//! tokens, initialises blank tokens, keeps one [`Pkcs11Token`] (with its session pool) per
+//! token serial, checks the vendor profile against each token's mechanism list, and reports
+//! token arrival/removal when its slot list is refreshed (polling or USB hot-plug).
+
+mod module;
+mod session_pool;
+mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cryptoki::context::Pkcs11;
+use cryptoki::session::UserType;
+use tokio::sync::broadcast;
+
+pub use module::{map_error, run_blocking, shared_module};
+pub use token::Pkcs11Token;
+
+use self::session_pool::SessionPool;
+use crate::pin::Pin;
+use crate::profile::VendorProfile;
+use crate::token::{Token, TokenProvider};
+use crate::types::{TokenEvent, TokenInfo};
+use crate::{Result, TokenError};
+
+/// Options of a PKCS#11 provider.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Options {
+    pub profile: VendorProfile,
+    pub sm2_distid: String,
+    pub call_timeout: Duration,
+    /// Sessions per token (concurrent operations).
+    pub max_sessions: usize,
+}
+
+/// A loaded PKCS#11 module.
+pub struct Pkcs11Provider {
+    path: PathBuf,
+    ctx: Pkcs11,
+    options: Pkcs11Options,
+    tokens: Mutex<HashMap<String, Arc<Pkcs11Token>>>,
+    present: Mutex<BTreeMap<String, String>>,
+    init_lock: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<TokenEvent>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pkcs11Provider {
+    /// Loads (once per process) and initialises the module at `path`.
+    pub fn open(path: &Path, options: Pkcs11Options) -> Result<Arc<Self>> {
+        let ctx = shared_module(path)?;
+        let (events, _) = broadcast::channel(64);
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            ctx,
+            options,
+            tokens: Mutex::new(HashMap::new()),
+            present: Mutex::new(BTreeMap::new()),
+            init_lock: tokio::sync::Mutex::new(()),
+            events,
+        }))
+    }
+
+    /// The shared cryptoki context (for benchmarks and diagnostics).
+    pub fn context(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
+    /// Start-up check: the token's mechanism list must contain what the vendor profile names.
+    pub async fn check_profile(&self, label: &str) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let profile = self.options.profile.clone();
+        let label = label.to_owned();
+        run_blocking(self.options.call_timeout, move || {
+            let slot = find_slot(&ctx, &label)?.0;
+            let mechanisms: Vec<u64> = ctx
+                .get_mechanism_list(slot)
+                .map_err(map_error)?
+                .into_iter()
+                .map(|m| *m)
+                .collect();
+            profile.check_mechanisms(&mechanisms)
+        })
+        .await
+    }
+
+    /// Opens a token and returns the concrete type (for the benchmark and tests).
+    pub async fn open_pkcs11_token(&self, label: &str) -> Result<Arc<Pkcs11Token>> {
+        let ctx = self.ctx.clone();
+        let wanted = label.to_owned();
+        let (slot, info) =
+            run_blocking(self.options.call_timeout, move || find_slot(&ctx, &wanted)).await?;
+        if let Some(existing) = lock(&self.tokens).get(&info.serial) {
+            return Ok(Arc::clone(existing));
+        }
+        let pool = Arc::new(SessionPool::new(
+            self.ctx.clone(),
+            slot,
+            info.label.clone(),
+            info.serial.clone(),
+            self.options.call_timeout,
+            self.options.max_sessions,
+        ));
+        let token = Arc::new(Pkcs11Token::new(
+            pool,
+            self.options.profile.clone(),
+            self.options.sm2_distid.clone(),
+        ));
+        Ok(Arc::clone(
+            lock(&self.tokens).entry(info.serial).or_insert(token),
+        ))
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<(cryptoki::slot::Slot, TokenInfo)> {
+    for slot in ctx.get_slots_with_token().map_err(map_error)? {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if info.token_initialized() && info.label().trim() == label {
+            return Ok((slot, token::token_info_from(slot.id(), &info)));
+        }
+    }
+    Err(TokenError::TokenNotPresent(label.to_owned()))
+}
+
+fn list_blocking(ctx: &Pkcs11) -> Result<Vec<TokenInfo>> {
+    let mut out = Vec::new();
+    for slot in ctx.get_slots_with_token().map_err(map_error)? {
+        match ctx.get_token_info(slot) {
+            Ok(info) => out.push(token::token_info_from(slot.id(), &info)),
+            Err(e) => {
+                let mapped = map_error(e);
+                if !mapped.is_token_gone() {
+                    return Err(mapped);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl TokenProvider for Pkcs11Provider {
+    fn describe(&self) -> String {
+        format!("pkcs11:{}", self.path.display())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let ctx = self.ctx.clone();
+        run_blocking(self.options.call_timeout, move || list_blocking(&ctx)).await
+    }
+
+    async fn open_token(&self, label: &str) -> Result<Arc<dyn Token>> {
+        Ok(self.open_pkcs11_token(label).await? as Arc<dyn Token>)
+    }
+
+    async fn init_token(&self, label: &str, so_pin: &Pin, user_pin: &Pin) -> Result<TokenInfo> {
+        if label.is_empty() || label.len() > 32 {
+            return Err(TokenError::InvalidInput(
+                "token label must be 1..=32 bytes".into(),
+            ));
+        }
+        // One initialisation at a time: two staff requests must not pick the same blank slot.
+        let _guard = self.init_lock.lock().await;
+        let ctx = self.ctx.clone();
+        let (label, so, user) = (
+            label.to_owned(),
+            cryptoki::types::AuthPin::from(so_pin.expose()),
+            cryptoki::types::AuthPin::from(user_pin.expose()),
+        );
+        run_blocking(self.options.call_timeout, move || {
+            if find_slot(&ctx, &label).is_ok() {
+                return Err(TokenError::TokenExists(label));
+            }
+            let mut blank = None;
+            for slot in ctx.get_slots_with_token().map_err(map_error)? {
+                if let Ok(info) = ctx.get_token_info(slot) {
+                    if !info.token_initialized() {
+                        blank = Some(slot);
+                        break;
+                    }
+                }
+            }
+            let slot = blank.ok_or(TokenError::NoFreeSlot)?;
+            ctx.init_token(slot, &so, &label).map_err(map_error)?;
+            // Some modules (SoftHSM) move the new token to another slot id.
+            let (slot, _) = find_slot(&ctx, &label)?;
+            let session = ctx.open_rw_session(slot).map_err(map_error)?;
+            session.login(UserType::So, Some(&so)).map_err(map_error)?;
+            let result = session.init_pin(&user).map_err(map_error);
+            let _ = session.logout();
+            result?;
+            Ok(find_slot(&ctx, &label)?.1)
+        })
+        .await
+    }
+
+    async fn refresh(&self) -> Result<Vec<TokenEvent>> {
+        let now: BTreeMap<String, String> = self
+            .list_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.initialized)
+            .map(|t| (t.serial, t.label))
+            .collect();
+        let mut events = Vec::new();
+        {
+            let mut present = lock(&self.present);
+            for (serial, label) in present.iter() {
+                if !now.contains_key(serial) {
+                    events.push(TokenEvent::Removed {
+                        label: label.clone(),
+                        serial: serial.clone(),
+                    });
+                }
+            }
+            for (serial, label) in &now {
+                if !present.contains_key(serial) {
+                    events.push(TokenEvent::Inserted {
+                        label: label.clone(),
+                        serial: serial.clone(),
+                    });
+                }
+            }
+            *present = now;
+        }
+        for event in &events {
+            if let TokenEvent::Removed { serial, .. } = event {
+                if let Some(token) = lock(&self.tokens).get(serial) {
+                    token.pool().forget();
+                }
+            }
+            let _ = self.events.send(event.clone());
+        }
+        Ok(events)
+    }
+
+    fn events(&self) -> broadcast::Receiver<TokenEvent> {
+        self.events.subscribe()
+    }
+}
