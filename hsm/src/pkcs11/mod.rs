@@ -44,9 +44,11 @@ pub struct Pkcs11Provider {
     options: Pkcs11Options,
     tokens: Mutex<HashMap<String, Arc<Pkcs11Token>>>,
     present: Mutex<BTreeMap<String, String>>,
-    init_lock: tokio::sync::Mutex<()>,
     events: broadcast::Sender<TokenEvent>,
 }
+
+/// Serialises token initialisation across providers sharing a module.
+static INIT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -63,7 +65,6 @@ impl Pkcs11Provider {
             options,
             tokens: Mutex::new(HashMap::new()),
             present: Mutex::new(BTreeMap::new()),
-            init_lock: tokio::sync::Mutex::new(()),
             events,
         }))
     }
@@ -134,14 +135,10 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<(cryptoki::slot::Slot, TokenIn
 fn list_blocking(ctx: &Pkcs11) -> Result<Vec<TokenInfo>> {
     let mut out = Vec::new();
     for slot in ctx.get_slots_with_token().map_err(map_error)? {
+        // A slot whose token cannot be read right now (being removed, broken) is skipped.
         match ctx.get_token_info(slot) {
             Ok(info) => out.push(token::token_info_from(slot.id(), &info)),
-            Err(e) => {
-                let mapped = map_error(e);
-                if !mapped.is_token_gone() {
-                    return Err(mapped);
-                }
-            }
+            Err(e) => tracing::debug!(slot = slot.id(), error = %e, "skipping unreadable slot"),
         }
     }
     Ok(out)
@@ -169,7 +166,7 @@ impl TokenProvider for Pkcs11Provider {
             ));
         }
         // One initialisation at a time: two staff requests must not pick the same blank slot.
-        let _guard = self.init_lock.lock().await;
+        let _guard = INIT_LOCK.lock().await;
         let ctx = self.ctx.clone();
         let (label, so, user) = (
             label.to_owned(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 
 use crate::{Result, TokenError};
@@ -50,7 +50,13 @@ pub fn map_error(e: CkError) -> TokenError {
             | RvError::SessionHandleInvalid
             | RvError::SessionClosed
             | RvError::SlotIdInvalid
-            | RvError::DeviceError => TokenError::TokenRemoved,
+            | RvError::DeviceError
+            | RvError::CryptokiNotInitialized => TokenError::TokenRemoved,
+            // SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR once the token's store
+            // vanished: for that call it means "gone" (the pool resets and re-finds the token).
+            RvError::GeneralError if matches!(function, Function::GetTokenInfo) => {
+                TokenError::TokenRemoved
+            }
             RvError::MechanismInvalid | RvError::MechanismParamInvalid => {
                 TokenError::MechanismNotSupported(format!("{function:?}: {rv}"))
             }

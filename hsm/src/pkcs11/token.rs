@@ -307,6 +307,10 @@ impl Pkcs11Token {
     }
 }
 
+fn is_stale_handle(rv: &str) -> bool {
+    rv.contains("ObjectHandleInvalid") || rv.contains("KeyHandleInvalid")
+}
+
 /// Token facts from `C_GetTokenInfo`.
 pub(super) fn token_info_from(slot: u64, info: &cryptoki::slot::TokenInfo) -> TokenInfo {
     use crate::PinState;
@@ -583,26 +587,25 @@ impl Token for Pkcs11Token {
                 )
             }
         };
-        let private = key.private;
-        let output = self
-            .pool
-            .call(move |session, _| {
+        let sign_with = |private: ObjectHandle, input: Vec<u8>| {
+            self.pool.call(move |session, _| {
                 session
                     .sign(&mechanism.build()?, private, &input)
                     .map_err(map_error)
             })
-            .await;
-        let output = match output {
-            Err(TokenError::Pkcs11 { ref rv, .. })
-                if rv.contains("ObjectHandleInvalid") || rv.contains("KeyHandleInvalid") =>
-            {
-                // The cached handle went stale (token re-initialised): forget it, report.
+        };
+        let output = match sign_with(key.private, input.clone()).await {
+            Err(TokenError::Pkcs11 { ref rv, .. }) if is_stale_handle(rv) => {
+                // The cached handle went stale: the token was pulled (then `info` fails and the
+                // pool resets) or re-personalised. Refresh the handle once: not a PIN retry.
                 self.pool
                     .keys
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(key_label);
-                return Err(TokenError::NoSuchKey(key_label.to_owned()));
+                self.info().await?;
+                let fresh = self.cached_key(key_label).await?;
+                sign_with(fresh.private, input).await?
             }
             other => other?,
         };
