@@ -1,0 +1,1 @@
+//! Person-to-card binding traits.
