@@ -168,6 +168,7 @@ impl TokenProvider for SoftProvider {
         }
         let mut file = TokenFile::new(label, self.options.max_tries.max(1))?;
         let kek = Kek::derive(self.options.secret.as_bytes(), &file)?;
+        file.kek_check = kek.check_value(&file)?;
         file.so_pin = kek.pin_record(so_pin.expose())?;
         file.user_pin = Some(kek.pin_record(user_pin.expose())?);
         file.save(&path)?;
@@ -208,7 +209,7 @@ impl SoftToken {
                 TokenError::TokenRemoved
             }
         })?;
-        let kek = Kek::derive(self.secret.as_bytes(), &file)?;
+        let kek = Kek::derive_checked(self.secret.as_bytes(), &file)?;
         let (value, dirty) = f(&mut file, &kek)?;
         if dirty {
             file.save(&self.path)?;

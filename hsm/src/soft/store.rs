@@ -50,6 +50,9 @@ pub struct TokenFile {
     pub label: String,
     pub serial: String,
     pub salt: String,
+    /// A constant sealed under the KEK: a wrong configured secret is reported as such
+    /// instead of counting as wrong PINs.
+    pub kek_check: String,
     pub max_tries: u32,
     pub so_pin: PinRecord,
     pub user_pin: Option<PinRecord>,
@@ -106,6 +109,7 @@ impl TokenFile {
             label: label.to_owned(),
             serial: hex::encode(random_bytes::<8>()?),
             salt: hex::encode(random_bytes::<32>()?),
+            kek_check: String::new(),
             max_tries,
             so_pin: PinRecord {
                 salt: String::new(),
@@ -127,6 +131,27 @@ pub struct Kek {
 }
 
 impl Kek {
+    const CHECK: &'static str = "kioskd soft token kek check";
+
+    /// Derives the KEK and checks it against the token's sealed check value.
+    pub fn derive_checked(secret: &[u8], token: &TokenFile) -> Result<Self> {
+        let kek = Self::derive(secret, token)?;
+        kek.unseal(
+            &object_aad(&token.serial, "kek-check", ""),
+            &token.kek_check,
+        )
+        .map_err(|_| store_err("the configured soft_secret does not open this token"))?;
+        Ok(kek)
+    }
+
+    /// The check value to store in a new token file.
+    pub fn check_value(&self, token: &TokenFile) -> Result<String> {
+        self.seal(
+            &object_aad(&token.serial, "kek-check", ""),
+            Self::CHECK.as_bytes(),
+        )
+    }
+
     pub fn derive(secret: &[u8], token: &TokenFile) -> Result<Self> {
         let salt = decode_hex(&token.salt)?;
         let hk = Hkdf::<Sha256>::new(Some(&salt), secret);
