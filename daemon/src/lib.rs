@@ -6,9 +6,15 @@
 //! - [`store`] the kiosk's SQLite store.
 //! - [`systemd`] sd_notify readiness and watchdog.
 //! - [`logging`] structured `tracing` output.
+//! - [`privacy`] catalog enforcement, consent, minors, minimizer, deadlines.
+//! - [`audit`] the Merkle audit log and its signed checkpoints.
+//! - [`keys`] data-key wrapping and keyed digests (keys held on the token).
 
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod keys;
 pub mod logging;
+pub mod privacy;
 pub mod store;
 pub mod systemd;

@@ -5,6 +5,7 @@
 //! another program's file, a newer schema) is refused with a clear error and is
 //! never silently re-created: it may hold undelivered records.
 
+pub mod crypto;
 mod migrations;
 
 use std::path::{Path, PathBuf};
