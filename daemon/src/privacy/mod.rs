@@ -18,21 +18,21 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Personal {
     #[zeroize(skip)]
-    item: &'static str,
+    item: String,
     value: String,
 }
 
 impl Personal {
-    pub fn new(item: &'static str, value: impl Into<String>) -> Self {
+    pub fn new(item: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
-            item,
+            item: item.into(),
             value: value.into(),
         }
     }
 
     /// The catalog item name.
-    pub fn item(&self) -> &'static str {
-        self.item
+    pub fn item(&self) -> &str {
+        &self.item
     }
 
     /// The clear value. Every use is a place to review.
@@ -42,7 +42,7 @@ impl Personal {
 
     /// The value masked by the catalog's display rule for its item.
     pub fn masked(&self, catalog: &kiosk_config::Catalog) -> String {
-        catalog.mask(self.item, &self.value)
+        catalog.mask(&self.item, &self.value)
     }
 }
 

@@ -6,6 +6,7 @@
 //! never silently re-created: it may hold undelivered records.
 
 pub mod crypto;
+pub mod subjects;
 mod migrations;
 
 use std::path::{Path, PathBuf};
