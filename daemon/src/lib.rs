@@ -8,6 +8,7 @@
 //! - [`logging`] structured `tracing` output.
 //! - [`privacy`] catalog enforcement, consent, minors, minimizer, deadlines.
 //! - [`audit`] the Merkle audit log and its signed checkpoints.
+//! - [`rights`] rights requests with deadlines; [`retention`] the local purge sweeper.
 //! - [`keys`] data-key wrapping and keyed digests (keys held on the token).
 
 pub mod api;
@@ -16,5 +17,7 @@ pub mod audit;
 pub mod keys;
 pub mod logging;
 pub mod privacy;
+pub mod retention;
+pub mod rights;
 pub mod store;
 pub mod systemd;

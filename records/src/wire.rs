@@ -77,6 +77,9 @@ pub enum FieldValue {
     KeyedDigest(KeyedDigest),
     /// Masked for display.
     Masked(MaskedString),
+    /// Sent as is: items the catalog declares public or non-personal for HQ
+    /// (enterprise name, certificate, signature value, document digest).
+    Plain(String),
 }
 
 /// The minimized applicant record sent to HQ.

@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 
 use kiosk_config::{Catalog, Destination, Transfer};
+use records::wire;
 
 use super::Personal;
 use crate::keys::{KeyError, KeyVault};
+use crate::store::outbox::Outgoing;
 
 /// A field as it leaves the kiosk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +32,58 @@ pub trait ItemSealer {
 }
 
 /// The fields that may leave, and the ones that were withheld (names only).
+/// Only [`minimize`] builds one, and only a `Minimized` becomes an applicant
+/// record in the outbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Minimized {
-    pub fields: BTreeMap<String, MinimizedValue>,
-    pub dropped: Vec<String>,
+    fields: BTreeMap<String, MinimizedValue>,
+    dropped: Vec<String>,
+}
+
+impl Minimized {
+    pub fn fields(&self) -> &BTreeMap<String, MinimizedValue> {
+        &self.fields
+    }
+
+    pub fn dropped(&self) -> &[String] {
+        &self.dropped
+    }
+
+    /// The HQ record of a subject, ready for the outbox.
+    pub fn into_applicant_record(
+        self,
+        subject_ref: wire::KeyedDigest,
+        service: &str,
+        catalog_version: &str,
+        subject_id: String,
+    ) -> Outgoing {
+        let fields = self
+            .fields
+            .into_iter()
+            .map(|(item, v)| wire::MinimizedField {
+                item,
+                value: match v {
+                    MinimizedValue::Digest(d) => wire::FieldValue::KeyedDigest(wire::KeyedDigest {
+                        algorithm: subject_ref.algorithm.clone(),
+                        key_id: subject_ref.key_id.clone(),
+                        digest: wire::OpaqueBytes(d.to_vec()),
+                    }),
+                    MinimizedValue::Masked(m) => wire::FieldValue::Masked(wire::MaskedString(m)),
+                    MinimizedValue::Sealed(c) => wire::FieldValue::Ciphertext(wire::OpaqueBytes(c)),
+                    MinimizedValue::Plain(p) => wire::FieldValue::Plain(p),
+                },
+            })
+            .collect();
+        Outgoing::applicant(
+            wire::ApplicantRecord {
+                subject_ref,
+                service: service.to_string(),
+                catalog_version: catalog_version.to_string(),
+                fields,
+            },
+            subject_id,
+        )
+    }
 }
 
 /// Apply the catalog's transfer rules for `dest` to `values`.

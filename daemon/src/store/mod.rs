@@ -6,8 +6,9 @@
 //! never silently re-created: it may hold undelivered records.
 
 pub mod crypto;
-pub mod subjects;
 mod migrations;
+pub mod outbox;
+pub mod subjects;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
