@@ -91,16 +91,26 @@ pub struct ParsedCertificate {
     pub not_after_unix: i64,
 }
 
+/// DER of a certificate given as PEM or DER.
+pub fn certificate_der(input: &[u8]) -> Result<Vec<u8>> {
+    if input.starts_with(b"-----BEGIN") {
+        let parsed = pem::parse(input).map_err(|e| TokenError::Encoding(e.to_string()))?;
+        if parsed.tag() != "CERTIFICATE" {
+            return Err(TokenError::Encoding(format!(
+                "expected a CERTIFICATE, found {}",
+                parsed.tag()
+            )));
+        }
+        Ok(parsed.into_contents())
+    } else {
+        Ok(input.to_vec())
+    }
+}
+
 /// Parses a DER (or PEM) certificate.
 pub fn parse_certificate(input: &[u8]) -> Result<ParsedCertificate> {
-    let owned;
-    let der = if input.starts_with(b"-----BEGIN") {
-        owned = pem::parse(input).map_err(|e| TokenError::Encoding(e.to_string()))?;
-        owned.contents()
-    } else {
-        input
-    };
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
+    let der = certificate_der(input)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| TokenError::Encoding(format!("certificate: {e}")))?;
     let tbs = &cert.tbs_certificate;
     Ok(ParsedCertificate {

@@ -22,7 +22,7 @@ pub mod uri;
 
 mod config;
 
-pub use config::{DeviceToken, open_from_config, open_provider};
+pub use config::{DeviceToken, open_from_config, open_provider, resolve_profile};
 pub use error::{Result, TokenError};
 pub use pin::Pin;
 pub use token::{Token, TokenProvider};

@@ -172,22 +172,25 @@ pub fn message_digest(
     }
 }
 
-/// A private key held by the soft provider (secret scalar bytes, wiped on drop).
+/// A private key held by the soft provider: the secret scalar (wiped on drop, kept for
+/// sealing) and a ready signer (public key and, for SM2, Z_A computed once).
 pub struct SoftSigningKey {
     pub algorithm: KeyAlgorithm,
     secret: Zeroizing<Vec<u8>>,
+    signer: ReadySigner,
+}
+
+enum ReadySigner {
+    P256(p256::ecdsa::SigningKey),
+    Sm2(sm2::dsa::SigningKey),
 }
 
 impl SoftSigningKey {
-    /// Generates a fresh key pair.
-    pub fn generate(algorithm: KeyAlgorithm) -> Result<Self> {
+    /// Generates a fresh key pair; SM2 signatures use `distid`.
+    pub fn generate(algorithm: KeyAlgorithm, distid: &str) -> Result<Self> {
         for _ in 0..16 {
             let candidate = Zeroizing::new(random_bytes::<32>()?.to_vec());
-            let key = Self {
-                algorithm,
-                secret: candidate,
-            };
-            if key.public_key().is_ok() {
+            if let Ok(key) = Self::from_secret(algorithm, candidate, distid) {
                 return Ok(key);
             }
         }
@@ -195,10 +198,25 @@ impl SoftSigningKey {
     }
 
     /// Restores a key from its unsealed scalar bytes.
-    pub fn from_secret(algorithm: KeyAlgorithm, secret: Zeroizing<Vec<u8>>) -> Result<Self> {
-        let key = Self { algorithm, secret };
-        key.public_key()?;
-        Ok(key)
+    pub fn from_secret(
+        algorithm: KeyAlgorithm,
+        secret: Zeroizing<Vec<u8>>,
+        distid: &str,
+    ) -> Result<Self> {
+        let bad = || TokenError::Store("sealed key is not a valid scalar".into());
+        let signer = match algorithm {
+            KeyAlgorithm::P256 => {
+                ReadySigner::P256(p256::ecdsa::SigningKey::from_slice(&secret).map_err(|_| bad())?)
+            }
+            KeyAlgorithm::Sm2 => ReadySigner::Sm2(
+                sm2::dsa::SigningKey::from_slice(distid, &secret).map_err(|_| bad())?,
+            ),
+        };
+        Ok(Self {
+            algorithm,
+            secret,
+            signer,
+        })
     }
 
     pub fn secret_bytes(&self) -> &[u8] {
@@ -206,35 +224,23 @@ impl SoftSigningKey {
     }
 
     /// Uncompressed SEC1 public key.
-    pub fn public_key(&self) -> Result<Vec<u8>> {
-        let bad = || TokenError::Store("sealed key is not a valid scalar".into());
-        match self.algorithm {
-            KeyAlgorithm::P256 => {
-                let key = p256::ecdsa::SigningKey::from_slice(&self.secret).map_err(|_| bad())?;
-                Ok(key.verifying_key().to_sec1_point(false).as_bytes().to_vec())
-            }
-            KeyAlgorithm::Sm2 => {
-                let key = sm2::dsa::SigningKey::from_slice(SM2_DEFAULT_DISTID, &self.secret)
-                    .map_err(|_| bad())?;
-                Ok(key.verifying_key().to_sec1_bytes().to_vec())
-            }
+    pub fn public_key(&self) -> Vec<u8> {
+        match &self.signer {
+            ReadySigner::P256(key) => key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
+            ReadySigner::Sm2(key) => key.verifying_key().to_sec1_bytes().to_vec(),
         }
     }
 
     /// Signs `message` (hashing included): raw r‖s. Nonces are RFC 6979 deterministic.
-    pub fn sign(&self, distid: &str, message: &[u8]) -> Result<Vec<u8>> {
-        let bad = || TokenError::Store("sealed key is not a valid scalar".into());
-        match self.algorithm {
-            KeyAlgorithm::P256 => {
-                let key = p256::ecdsa::SigningKey::from_slice(&self.secret).map_err(|_| bad())?;
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        match &self.signer {
+            ReadySigner::P256(key) => {
                 let sig: p256::ecdsa::Signature = key
                     .try_sign(message)
                     .map_err(|_| TokenError::BadSignature)?;
                 Ok(sig.to_bytes().to_vec())
             }
-            KeyAlgorithm::Sm2 => {
-                let key =
-                    sm2::dsa::SigningKey::from_slice(distid, &self.secret).map_err(|_| bad())?;
+            ReadySigner::Sm2(key) => {
                 let sig = key
                     .try_sign(message)
                     .map_err(|_| TokenError::BadSignature)?;
@@ -268,8 +274,13 @@ mod tests {
 
     #[test]
     fn gbt32918_sample_key_z_digest_and_signature() {
-        let key = SoftSigningKey::from_secret(KeyAlgorithm::Sm2, Zeroizing::new(h(D_A))).unwrap();
-        assert_eq!(key.public_key().unwrap(), sample_public());
+        let key = SoftSigningKey::from_secret(
+            KeyAlgorithm::Sm2,
+            Zeroizing::new(h(D_A)),
+            SM2_DEFAULT_DISTID,
+        )
+        .unwrap();
+        assert_eq!(key.public_key(), sample_public());
         assert_eq!(
             sm2_z(SM2_DEFAULT_DISTID, &sample_public())
                 .unwrap()
@@ -314,7 +325,7 @@ mod tests {
             .is_err()
         );
         // Our own signature with the sample key verifies too, and the DER form round-trips.
-        let ours = key.sign(SM2_DEFAULT_DISTID, b"message digest").unwrap();
+        let ours = key.sign(b"message digest").unwrap();
         verify(
             KeyAlgorithm::Sm2,
             &sample_public(),
@@ -329,9 +340,9 @@ mod tests {
 
     #[test]
     fn p256_sign_verify_and_reject() {
-        let key = SoftSigningKey::generate(KeyAlgorithm::P256).unwrap();
-        let public = key.public_key().unwrap();
-        let sig = key.sign("", b"checkpoint").unwrap();
+        let key = SoftSigningKey::generate(KeyAlgorithm::P256, "").unwrap();
+        let public = key.public_key();
+        let sig = key.sign(b"checkpoint").unwrap();
         verify(KeyAlgorithm::P256, &public, "", b"checkpoint", &sig).unwrap();
         assert!(verify(KeyAlgorithm::P256, &public, "", b"checkpoinT", &sig).is_err());
         assert!(

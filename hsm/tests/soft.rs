@@ -315,6 +315,8 @@ async fn keys_are_sealed_at_rest_and_need_login_and_the_right_secret() {
     // Tampering with a sealed key is detected.
     let tampered = text.replacen("\"sealed\": \"", "\"sealed\": \"00", 1);
     std::fs::write(&files[0], tampered).unwrap();
+    back.logout().await.unwrap();
+    back.login(UserKind::User, &Pin::new("1234")).await.unwrap();
     assert!(matches!(
         back.sign("k", b"x").await,
         Err(TokenError::Store(_))

@@ -149,6 +149,7 @@ impl TokenProvider for SoftProvider {
             distid: self.options.sm2_distid.clone(),
             state: Mutex::new(()),
             logged_in: AtomicBool::new(false),
+            signers: Mutex::new(HashMap::new()),
         });
         let token = Arc::clone(lock(&self.tokens).entry(label.to_owned()).or_insert(token));
         Ok(token as Arc<dyn Token>)
@@ -197,6 +198,9 @@ pub struct SoftToken {
     distid: String,
     state: Mutex<()>,
     logged_in: AtomicBool,
+    /// Unsealed signing keys of this login (keys never change once generated); cleared on
+    /// logout and unblock.
+    signers: Mutex<HashMap<String, Arc<SoftSigningKey>>>,
 }
 
 impl SoftToken {
@@ -265,21 +269,28 @@ impl SoftToken {
         }
     }
 
-    fn signing_key(&self, label: &str) -> Result<(KeyRecord, SoftSigningKey)> {
-        self.with_file(|file, kek| {
+    fn signing_key(&self, label: &str) -> Result<Arc<SoftSigningKey>> {
+        if let Some(key) = lock(&self.signers).get(label) {
+            return Ok(Arc::clone(key));
+        }
+        let key = self.with_file(|file, kek| {
             let record = file
                 .keys
                 .iter()
                 .find(|k| k.label == label)
-                .cloned()
                 .ok_or_else(|| TokenError::NoSuchKey(label.to_owned()))?;
             let secret = kek.unseal(
                 &object_aad(&file.serial, "private-key", label),
                 &record.sealed,
             )?;
-            let key = SoftSigningKey::from_secret(record.algorithm, secret)?;
-            Ok(((record, key), false))
-        })
+            Ok((
+                SoftSigningKey::from_secret(record.algorithm, secret, &self.distid)?,
+                false,
+            ))
+        })?;
+        let key = Arc::new(key);
+        lock(&self.signers).insert(label.to_owned(), Arc::clone(&key));
+        Ok(key)
     }
 
     fn secret_key(
@@ -332,6 +343,7 @@ impl Token for SoftToken {
 
     async fn logout(&self) -> Result<()> {
         self.logged_in.store(false, Ordering::Release);
+        lock(&self.signers).clear();
         Ok(())
     }
 
@@ -355,6 +367,7 @@ impl Token for SoftToken {
     async fn unblock_user_pin(&self, so_pin: &Pin, new_user_pin: &Pin) -> Result<()> {
         check_pin_shape(new_user_pin)?;
         self.check_pin(UserKind::So, so_pin)?;
+        lock(&self.signers).clear();
         self.logged_in.store(false, Ordering::Release);
         self.with_file(|file, kek| {
             file.user_pin = Some(kek.pin_record(new_user_pin.expose())?);
@@ -370,8 +383,8 @@ impl Token for SoftToken {
                 "key label must be 1..=128 bytes".into(),
             ));
         }
-        let key = SoftSigningKey::generate(algorithm)?;
-        let public = key.public_key()?;
+        let key = SoftSigningKey::generate(algorithm, &self.distid)?;
+        let public = key.public_key();
         let id = random_bytes::<16>()?;
         self.with_file(|file, kek| {
             if file.keys.iter().any(|k| k.label == label) {
@@ -408,10 +421,10 @@ impl Token for SoftToken {
 
     async fn sign(&self, key_label: &str, message: &[u8]) -> Result<TokenSignature> {
         self.require_login()?;
-        let (record, key) = self.signing_key(key_label)?;
-        let raw = key.sign(&self.distid, message)?;
+        let key = self.signing_key(key_label)?;
+        let raw = key.sign(message)?;
         Ok(TokenSignature {
-            algorithm: record.algorithm,
+            algorithm: key.algorithm,
             raw,
         })
     }

@@ -1,14 +1,329 @@
-//! `kioskctl token`: placeholder until the token commands land.
+//! `kioskctl token`: staff administration of UKEYs, HSM tokens and the soft token through
+//! the `hsm` crate (list, init, change-pin, unblock, keygen, pubkey, csr, import-cert, sign,
+//! verify). PINs come from `KIOSK_PIN` / `KIOSK_SO_PIN` (new PINs from `KIOSK_NEW_PIN`) or a
+//! no-echo prompt, never from a flag. Errors are one line on stderr and exit status 2.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsm::pkcs11::{Pkcs11Options, Pkcs11Provider};
+use hsm::soft::{DEFAULT_MAX_TRIES, SoftOptions, SoftProvider};
+use hsm::{KeyAlgorithm, Pin, Token, TokenError, TokenProvider, UserKind};
+use zeroize::Zeroizing;
+
+/// Where the tokens are: a PKCS#11 module or the soft token directory.
+#[derive(clap::Args, Clone)]
+pub struct ProviderArgs {
+    /// PKCS#11 module path, or `soft` for the soft token.
+    #[arg(long, value_name = "PATH|soft")]
+    module: String,
+    /// Soft token directory (with `--module soft`).
+    #[arg(long, value_name = "DIR", default_value = "kioskd-data/soft-token")]
+    soft_dir: PathBuf,
+    /// Vendor profile naming the token's SM2 numbers (`name` or `file.toml#name`).
+    #[arg(long, default_value = "generic")]
+    profile: String,
+    /// SM2 distinguishing identifier.
+    #[arg(long, default_value = hsm::soft_crypto::SM2_DEFAULT_DISTID)]
+    distid: String,
+    /// Timeout of one PKCS#11 call, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    provider: ProviderArgs,
+    /// Token label.
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Key label on the token.
+    #[arg(long, value_name = "KEYLABEL")]
+    key: String,
+}
 
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
-    /// Not implemented yet.
-    Placeholder,
+    /// Print the tokens as a JSON array (label, serial, manufacturer, model, pin_state).
+    List(ProviderArgs),
+    /// Initialise a blank token (SO PIN from KIOSK_SO_PIN, user PIN from KIOSK_PIN).
+    Init(TokenArgs),
+    /// Change the user PIN (or the SO PIN with --so); new PIN from KIOSK_NEW_PIN or a prompt.
+    ChangePin {
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long)]
+        so: bool,
+    },
+    /// Unblock the user PIN with the SO PIN; new user PIN from KIOSK_NEW_PIN or a prompt.
+    Unblock(TokenArgs),
+    /// Generate a key pair on the token and print its public key as PEM.
+    Keygen {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long, value_name = "p256|sm2")]
+        algo: String,
+    },
+    /// Print a key's public key as PEM.
+    Pubkey(KeyArgs),
+    /// Write a PEM PKCS#10 request signed by the token key.
+    Csr {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// RFC 4514 subject, e.g. 'CN=...,O=...'.
+        #[arg(long)]
+        subject: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Store a certificate (PEM or DER) next to its key.
+    ImportCert {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Write a DER signature of a file (ECDSA-SHA256 or SM2-with-SM3).
+    Sign {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify a DER signature of a file with the key's public key.
+    Verify {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        sig: PathBuf,
+    },
 }
 
-pub fn run(_cmd: TokenCommand) -> ExitCode {
-    eprintln!("kioskctl token: not implemented yet");
-    ExitCode::from(2)
+/// Errors of the CLI: token errors and file errors, printed as one line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+type CliResult<T> = Result<T, CliError>;
+
+pub fn run(cmd: TokenCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kioskctl token: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(execute(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kioskctl token: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_file(path: &Path) -> CliResult<Vec<u8>> {
+    std::fs::read(path).map_err(|source| CliError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> CliResult<()> {
+    std::fs::write(path, bytes).map_err(|source| CliError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A PIN from the environment, or asked for without echo.
+fn pin_from(env: &str, prompt: &str) -> CliResult<Pin> {
+    if let Ok(value) = std::env::var(env) {
+        return Ok(Pin::new(value));
+    }
+    let value = rpassword::prompt_password(prompt).map_err(|e| {
+        CliError::Usage(format!(
+            "no {env} in the environment and no terminal to ask: {e}"
+        ))
+    })?;
+    Ok(Pin::new(value))
+}
+
+fn open_provider(args: &ProviderArgs) -> CliResult<Arc<dyn TokenProvider>> {
+    if args.module == "soft" {
+        let secret = std::env::var("KIOSK_SOFT_SECRET").unwrap_or_else(|_| {
+            kiosk_config::TokenSection::default()
+                .soft_secret
+                .expose()
+                .to_owned()
+        });
+        return Ok(SoftProvider::open(SoftOptions {
+            dir: args.soft_dir.clone(),
+            secret: Zeroizing::new(secret),
+            sm2_distid: args.distid.clone(),
+            max_tries: DEFAULT_MAX_TRIES,
+        })?);
+    }
+    let profile = hsm::resolve_profile(&args.profile, Path::new("."))?;
+    Ok(Pkcs11Provider::open(
+        Path::new(&args.module),
+        Pkcs11Options {
+            profile,
+            sm2_distid: args.distid.clone(),
+            call_timeout: Duration::from_millis(args.timeout_ms.max(1)),
+            max_sessions: 2,
+        },
+    )?)
+}
+
+async fn open_token(args: &TokenArgs) -> CliResult<(Arc<dyn TokenProvider>, Arc<dyn Token>)> {
+    let provider = open_provider(&args.provider)?;
+    let token = provider.open_token(&args.token).await?;
+    Ok((provider, token))
+}
+
+async fn logged_in(args: &TokenArgs) -> CliResult<Arc<dyn Token>> {
+    let (_, token) = open_token(args).await?;
+    let pin = pin_from("KIOSK_PIN", "User PIN: ")?;
+    token.login(UserKind::User, &pin).await?;
+    Ok(token)
+}
+
+async fn public_key_pem(token: &dyn Token, key: &str) -> CliResult<String> {
+    let info = token.key(key).await?;
+    Ok(hsm::soft_crypto::public_key_pem(
+        info.algorithm,
+        &info.public_key,
+    )?)
+}
+
+async fn execute(cmd: TokenCommand) -> CliResult<()> {
+    match cmd {
+        TokenCommand::List(args) => {
+            let provider = open_provider(&args)?;
+            let tokens: Vec<serde_json::Value> = provider
+                .list_tokens()
+                .await?
+                .into_iter()
+                .filter(|t| t.initialized)
+                .map(|t| {
+                    serde_json::json!({
+                        "label": t.label,
+                        "serial": t.serial,
+                        "manufacturer": t.manufacturer,
+                        "model": t.model,
+                        "pin_state": t.pin_state,
+                    })
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&tokens)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            println!("{text}");
+        }
+        TokenCommand::Init(args) => {
+            let provider = open_provider(&args.provider)?;
+            let so = pin_from("KIOSK_SO_PIN", "New SO PIN: ")?;
+            let user = pin_from("KIOSK_PIN", "New user PIN: ")?;
+            let info = provider.init_token(&args.token, &so, &user).await?;
+            println!(
+                "initialised token {:?} (serial {})",
+                info.label, info.serial
+            );
+        }
+        TokenCommand::ChangePin { token, so } => {
+            let (_, handle) = open_token(&token).await?;
+            let (user, env, prompt) = if so {
+                (UserKind::So, "KIOSK_SO_PIN", "Current SO PIN: ")
+            } else {
+                (UserKind::User, "KIOSK_PIN", "Current PIN: ")
+            };
+            let old = pin_from(env, prompt)?;
+            let new = pin_from("KIOSK_NEW_PIN", "New PIN: ")?;
+            handle.change_pin(user, &old, &new).await?;
+            println!("PIN changed");
+        }
+        TokenCommand::Unblock(args) => {
+            let (_, token) = open_token(&args).await?;
+            let so = pin_from("KIOSK_SO_PIN", "SO PIN: ")?;
+            let new = pin_from("KIOSK_NEW_PIN", "New user PIN: ")?;
+            token.unblock_user_pin(&so, &new).await?;
+            println!("user PIN unblocked");
+        }
+        TokenCommand::Keygen { key, algo } => {
+            let algorithm: KeyAlgorithm = algo.parse()?;
+            let token = logged_in(&key.token).await?;
+            let info = token.generate_key_pair(&key.key, algorithm).await?;
+            print!(
+                "{}",
+                hsm::soft_crypto::public_key_pem(info.algorithm, &info.public_key)?
+            );
+        }
+        TokenCommand::Pubkey(key) => {
+            let token = logged_in(&key.token).await?;
+            print!("{}", public_key_pem(token.as_ref(), &key.key).await?);
+        }
+        TokenCommand::Csr { key, subject, out } => {
+            let token = logged_in(&key.token).await?;
+            let csr = hsm::csr::build_csr(token.as_ref(), &key.key, &subject).await?;
+            write_file(&out, csr.pem.as_bytes())?;
+        }
+        TokenCommand::ImportCert { key, input } => {
+            let token = logged_in(&key.token).await?;
+            let der = hsm::csr::certificate_der(&read_file(&input)?)?;
+            token.write_certificate(&key.key, &der).await?;
+            let parsed = hsm::csr::parse_certificate(&der)?;
+            println!(
+                "stored certificate serial {} next to key {:?}",
+                parsed.serial_hex, key.key
+            );
+        }
+        TokenCommand::Sign { key, input, out } => {
+            let token = logged_in(&key.token).await?;
+            let message = read_file(&input)?;
+            let signature = token.sign(&key.key, &message).await?;
+            write_file(&out, &signature.to_der()?)?;
+        }
+        TokenCommand::Verify { key, input, sig } => {
+            let token = logged_in(&key.token).await?;
+            let info = token.key(&key.key).await?;
+            let message = read_file(&input)?;
+            let raw = hsm::soft_crypto::der_signature_to_raw(info.algorithm, &read_file(&sig)?)?;
+            hsm::soft_crypto::verify(
+                info.algorithm,
+                &info.public_key,
+                token.sm2_distid(),
+                &message,
+                &raw,
+            )?;
+            println!("signature OK");
+        }
+    }
+    Ok(())
 }
