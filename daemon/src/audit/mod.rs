@@ -347,5 +347,41 @@ pub fn verify(
     }
 }
 
+/// Remember which key signs this log's checkpoints (so `kioskctl audit
+/// verify` can check signatures without the token).
+pub fn record_device_key(
+    conn: &Connection,
+    key_name: &str,
+    key: &PublicVerifier,
+) -> Result<(), AuditError> {
+    let json = serde_json::to_string(key).map_err(|e| AuditError::State(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO kiosk_meta (key, value) VALUES ('audit.key_name', ?1), ('audit.device_key', ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key_name, json],
+    )?;
+    Ok(())
+}
+
+/// The checkpoint key recorded by [`record_device_key`].
+pub fn device_key(conn: &Connection) -> Result<Option<(String, PublicVerifier)>, AuditError> {
+    let get = |k: &str| -> Result<Option<String>, AuditError> {
+        Ok(conn
+            .query_row(
+                "SELECT value FROM kiosk_meta WHERE key = ?1",
+                params![k],
+                |r| r.get(0),
+            )
+            .optional()?)
+    };
+    match (get("audit.key_name")?, get("audit.device_key")?) {
+        (Some(name), Some(json)) => {
+            let key = serde_json::from_str(&json).map_err(|e| AuditError::State(e.to_string()))?;
+            Ok(Some((name, key)))
+        }
+        _ => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests;

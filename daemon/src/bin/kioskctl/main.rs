@@ -1,5 +1,6 @@
 //! kioskctl: the staff and technician CLI (device diagnostics, token administration, audit verification).
 
+mod audit;
 mod device;
 mod token;
 
@@ -22,6 +23,9 @@ enum Command {
     /// Administer UKEYs and HSM tokens through PKCS#11 or the soft token.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Verify the kiosk's tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -29,5 +33,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Device(cmd) => device::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
