@@ -1,4 +1,163 @@
 //! hq-ingest: receives, verifies, decrypts and stores kiosk records in PostgreSQL.
-fn main() {
-    println!("hq-ingest {}", env!("CARGO_PKG_VERSION"));
+//!
+//! Subcommands: `serve`, `migrate`, `register-kiosk`, `retention`, `dev-pki`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hq_ingest::{db, dev_pki, ingest, keys, metrics, retention, server, tls};
+
+#[derive(Parser)]
+#[command(version, about = "HQ receiving service for kioskd records")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the mTLS ingest service.
+    Serve {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+        /// mTLS listen address.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Plain HTTP listener for /health and /metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// CA that issued kiosk client certificates (PEM).
+        #[arg(long)]
+        kiosk_ca: PathBuf,
+        /// Server certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Server private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// HQ record-decryption key (hex, software key).
+        #[arg(long)]
+        record_key: PathBuf,
+        /// HQ witness signing key (hex SM2 scalar).
+        #[arg(long)]
+        witness_key: PathBuf,
+        /// Witness key name in cosignature lines.
+        #[arg(long, default_value = "hq-witness")]
+        witness_name: String,
+        /// Database pool size.
+        #[arg(long, default_value_t = 16)]
+        pool_size: usize,
+    },
+    /// Apply database migrations.
+    Migrate {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Register a kiosk's envelope-signing public key (JSON from the kiosk).
+    RegisterKiosk {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+        /// Kiosk id (= client certificate CN).
+        #[arg(long)]
+        kiosk_id: String,
+        /// Public key JSON file (`algorithm`, `public_key_hex`, `sm2_distid`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Run the retention job once.
+    Retention {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Write a demo PKI (CA, server and kiosk certificates, HQ keys) into a directory.
+    DevPki {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Cmd::Serve {
+            database_url,
+            listen,
+            metrics_listen,
+            kiosk_ca,
+            cert,
+            key,
+            record_key,
+            witness_key,
+            witness_name,
+            pool_size,
+        } => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let tls = tls::server_config(&read(&kiosk_ca)?, &read(&cert)?, &read(&key)?)?;
+            let pool = db::pool(&database_url, pool_size)?;
+            db::migrate(&mut connect(&database_url).await?).await?;
+            let ingestor = ingest::Ingestor::new(
+                pool,
+                Arc::new(keys::load_soft_recipient(&record_key)?),
+                Arc::new(keys::load_witness_key(&witness_key)?),
+                witness_name,
+                Arc::new(ingest::SystemClock),
+                Arc::new(metrics::Metrics::new()),
+            );
+            let running = server::start(ingestor, tls, listen, metrics_listen).await?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => running.shutdown().await,
+            }
+        }
+        Cmd::Migrate { database_url } => {
+            let applied = db::migrate(&mut connect(&database_url).await?).await?;
+            println!("applied migrations: {applied:?}");
+        }
+        Cmd::RegisterKiosk {
+            database_url,
+            kiosk_id,
+            public_key,
+        } => {
+            let text = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("reading {}", public_key.display()))?;
+            let key = keys::verifier_from_json(&text).map_err(anyhow::Error::msg)?;
+            db::register_kiosk(&connect(&database_url).await?, &kiosk_id, &key).await?;
+            println!("registered {kiosk_id}");
+        }
+        Cmd::Retention { database_url } => {
+            let report = retention::run(
+                &mut connect(&database_url).await?,
+                time::OffsetDateTime::now_utc(),
+                &retention::RetentionPolicy::default(),
+            )
+            .await?;
+            println!("{report:?}");
+        }
+        Cmd::DevPki { dir } => {
+            let pki = dev_pki::generate(&dir)?;
+            println!("{pki:#?}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,177 @@
+//! Kiosk-side client: POST sealed envelopes to hq-ingest over mTLS (TLS 1.3, HQ CA pinned,
+//! client key possibly on a token via [`crate::tls::ClientKey::EcdsaP256Callback`]) and decode
+//! the ack or the typed rejection.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use records::{Ack, Rejection};
+use rustls::pki_types::ServerName;
+
+use crate::tls::{self, ClientKey, TlsError};
+
+/// Client failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TLS configuration problem.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connection, handshake or HTTP failure (retry later).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// HQ refused the batch.
+    #[error("HQ rejected the batch ({status}): {} ({})", rejection.message, rejection.code)]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The typed rejection.
+        rejection: Rejection,
+    },
+    /// HQ's answer could not be decoded.
+    #[error("undecodable answer from HQ (status {status}): {reason}")]
+    BadResponse {
+        /// HTTP status.
+        status: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// Whether retrying the same envelope later can succeed (transport or HQ-side trouble).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Rejected { status, .. } | ClientError::BadResponse { status, .. } => {
+                *status >= 500
+            }
+            ClientError::Tls(_) => false,
+        }
+    }
+}
+
+fn transport(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+/// Where and how to reach HQ.
+#[derive(Clone)]
+pub struct HqClient {
+    config: Arc<rustls::ClientConfig>,
+    address: String,
+    server_name: ServerName<'static>,
+}
+
+impl HqClient {
+    /// `address` is `host:port`; `server_name` must match HQ's certificate (DNS name or IP).
+    pub fn new(
+        address: &str,
+        server_name: &str,
+        hq_ca_pem: &[u8],
+        client_cert_chain_pem: &[u8],
+        client_key: &ClientKey,
+    ) -> Result<Self, ClientError> {
+        let config = tls::client_config(hq_ca_pem, client_cert_chain_pem, client_key)?;
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            address: address.to_owned(),
+            server_name,
+        })
+    }
+
+    /// Open one mTLS connection (HTTP/1.1, reusable for many batches).
+    pub async fn connect(&self) -> Result<HqConnection, ClientError> {
+        let tcp = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(transport)?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(transport)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(transport)?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HqConnection {
+            sender,
+            host: self.address.clone(),
+            driver,
+        })
+    }
+
+    /// Convenience: connect, send one envelope, close.
+    pub async fn send_envelope(&self, envelope: Vec<u8>) -> Result<Ack, ClientError> {
+        self.connect().await?.send_envelope(envelope).await
+    }
+
+    /// GET a path (e.g. `/health`) over mTLS; returns status and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut conn = self.connect().await?;
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, conn.host.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(transport)?;
+        conn.round_trip(req).await
+    }
+}
+
+/// An open connection to HQ.
+pub struct HqConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HqConnection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl HqConnection {
+    async fn round_trip(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        self.sender.ready().await.map_err(transport)?;
+        let resp = self.sender.send_request(req).await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(transport)?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    }
+
+    /// POST one sealed envelope; `Ok` only when HQ committed it (or had already).
+    pub async fn send_envelope(&mut self, envelope: Vec<u8>) -> Result<Ack, ClientError> {
+        let req = hyper::Request::post("/v1/batches")
+            .header(hyper::header::HOST, self.host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/cbor")
+            .body(Full::new(Bytes::from(envelope)))
+            .map_err(transport)?;
+        let (status, body) = self.round_trip(req).await?;
+        if status == 200 {
+            return Ack::from_bytes(&body).map_err(|e| ClientError::BadResponse {
+                status,
+                reason: e.to_string(),
+            });
+        }
+        match records::codec::from_slice::<Rejection>(&body) {
+            Ok(rejection) => Err(ClientError::Rejected { status, rejection }),
+            Err(e) => Err(ClientError::BadResponse {
+                status,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! PostgreSQL access: connection pool, the embedded migration runner (serialized across HQ
+//! instances by an advisory lock) and kiosk registration. All cross-request state lives here,
+//! so any number of hq-ingest instances can share one database.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use records::PublicVerifier;
+use tokio_postgres::NoTls;
+
+/// Database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Invalid connection string.
+    #[error("invalid database URL: {0}")]
+    Config(String),
+    /// Pool could not hand out a connection.
+    #[error("database pool: {0}")]
+    Pool(String),
+    /// Query failed.
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::Pool(e.to_string())
+    }
+}
+
+/// Migrations in order; never edit an applied one, append a new version instead.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE kiosks (
+    kiosk_id            text PRIMARY KEY,
+    signature_algorithm text NOT NULL,
+    public_key          bytea NOT NULL,
+    sm2_distid          text,
+    registered_at       timestamptz NOT NULL DEFAULT now(),
+    next_record_seq     bigint NOT NULL DEFAULT 1 CHECK (next_record_seq >= 1),
+    last_batch_seq      bigint NOT NULL DEFAULT 0 CHECK (last_batch_seq >= 0),
+    last_batch_hash     bytea NOT NULL DEFAULT decode(repeat('00', 32), 'hex'),
+    witness_size        bigint,
+    witness_root        bytea
+);
+CREATE TABLE batches (
+    kiosk_id     text NOT NULL REFERENCES kiosks,
+    batch_seq    bigint NOT NULL,
+    batch_hash   bytea NOT NULL,
+    first_seq    bigint,
+    last_seq     bigint,
+    record_count integer NOT NULL,
+    received_at  timestamptz NOT NULL,
+    ack          bytea NOT NULL,
+    PRIMARY KEY (kiosk_id, batch_seq)
+);
+CREATE TABLE records (
+    kiosk_id    text NOT NULL REFERENCES kiosks,
+    seq         bigint NOT NULL,
+    record_id   bytea NOT NULL,
+    kind        text NOT NULL,
+    subject_ref bytea,
+    body        bytea NOT NULL,
+    batch_seq   bigint NOT NULL,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (kiosk_id, seq),
+    UNIQUE (kiosk_id, record_id)
+);
+CREATE INDEX records_subject ON records (subject_ref) WHERE subject_ref IS NOT NULL;
+CREATE TABLE subjects (
+    subject_ref            bytea PRIMARY KEY,
+    cancelled_at           timestamptz,
+    deletion_requested_at  timestamptz,
+    erased_at              timestamptz
+);
+CREATE TABLE certificates (
+    serial_hex     text PRIMARY KEY,
+    subject_ref    bytea NOT NULL,
+    government_use boolean NOT NULL,
+    not_after      timestamptz NOT NULL,
+    revoked_at     timestamptz,
+    status         text NOT NULL,
+    updated_at     timestamptz NOT NULL
+);
+CREATE INDEX certificates_subject ON certificates (subject_ref);
+CREATE TABLE deletion_notices (
+    id            bigserial PRIMARY KEY,
+    subject_ref   bytea NOT NULL,
+    reason        text NOT NULL,
+    items         text[] NOT NULL,
+    source        text NOT NULL,
+    created_at    timestamptz NOT NULL,
+    propagated_at timestamptz
+);
+CREATE TABLE checkpoints (
+    kiosk_id     text NOT NULL REFERENCES kiosks,
+    tree_size    bigint NOT NULL,
+    root_hash    bytea NOT NULL,
+    note         text NOT NULL,
+    cosignature  text NOT NULL,
+    accepted_at  timestamptz NOT NULL,
+    PRIMARY KEY (kiosk_id, tree_size)
+);
+-- Searchable view: records of cancelled or erased subjects are unsearchable at once.
+CREATE VIEW searchable_records AS
+    SELECT r.* FROM records r
+    LEFT JOIN subjects s ON s.subject_ref = r.subject_ref
+    WHERE s.subject_ref IS NULL OR (s.cancelled_at IS NULL AND s.erased_at IS NULL);
+"#,
+)];
+
+/// Build a connection pool from a libpq-style connection string.
+pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let config: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// Apply pending migrations. Safe to run from several instances at once.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7270016)", &[])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            applied.push(*version);
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Register (or re-key) a kiosk's envelope-signing public key.
+pub async fn register_kiosk(
+    client: &tokio_postgres::Client,
+    kiosk_id: &str,
+    key: &PublicVerifier,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO kiosks (kiosk_id, signature_algorithm, public_key, sm2_distid)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kiosk_id) DO UPDATE SET signature_algorithm = EXCLUDED.signature_algorithm,
+                 public_key = EXCLUDED.public_key, sm2_distid = EXCLUDED.sm2_distid",
+            &[&kiosk_id, &key.algorithm.name(), &key.sec1, &key.distid],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Registered key of a kiosk, if any.
+pub async fn kiosk_key(
+    client: &tokio_postgres::Client,
+    kiosk_id: &str,
+) -> Result<Option<PublicVerifier>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT signature_algorithm, public_key, sm2_distid FROM kiosks WHERE kiosk_id = $1",
+            &[&kiosk_id],
+        )
+        .await?;
+    Ok(row.and_then(|row| {
+        let algorithm = records::SignatureAlgorithm::from_name(row.get::<_, &str>(0))?;
+        Some(PublicVerifier {
+            algorithm,
+            sec1: row.get(1),
+            distid: row.get(2),
+        })
+    }))
+}

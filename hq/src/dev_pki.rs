@@ -1,0 +1,181 @@
+//! Development/demo PKI: an HQ CA, the HQ server certificate, kiosk client certificates
+//! (CN = kiosk id), HQ's record-encryption key pair and HQ's witness key. Not for production:
+//! production keys live on HSMs/tokens and certificates come from the CA's real issuance flow.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use records::{RecordSigner, SM2_DEFAULT_DISTID, SoftRecipient, SoftSigner};
+
+use crate::keys;
+
+/// Kiosk id of the client certificate [`generate`] issues.
+pub const DEMO_KIOSK_ID: &str = "kiosk-demo-0001";
+
+/// Failure to create the demo PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum DevPkiError {
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Key generation failed.
+    #[error("key generation: {0}")]
+    Key(String),
+}
+
+/// Paths of everything [`generate`] wrote.
+#[derive(Clone, Debug)]
+pub struct DevPki {
+    /// HQ CA certificate (trust anchor for both the server and kiosk certificates).
+    pub ca_cert: PathBuf,
+    /// HQ CA private key (PEM) so more kiosk certificates can be issued.
+    pub ca_key: PathBuf,
+    /// HQ server certificate (SAN `localhost`, `127.0.0.1`, `::1`).
+    pub server_cert: PathBuf,
+    /// HQ server private key.
+    pub server_key: PathBuf,
+    /// Kiosk client certificate (CN = [`DEMO_KIOSK_ID`]).
+    pub kiosk_cert: PathBuf,
+    /// Kiosk client private key (ECDSA P-256, PKCS#8 PEM).
+    pub kiosk_key: PathBuf,
+    /// HQ record-decryption key (secret; hex).
+    pub record_key: PathBuf,
+    /// HQ record-encryption public keys kiosks encrypt to (JSON, hex fields).
+    pub record_public: PathBuf,
+    /// HQ witness signing key (secret; hex SM2 scalar).
+    pub witness_key: PathBuf,
+    /// HQ witness public key (JSON).
+    pub witness_public: PathBuf,
+}
+
+fn write(path: &Path, contents: &[u8], secret: bool) -> Result<(), DevPkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| DevPkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(io)?;
+    file.write_all(contents).map_err(io)
+}
+
+fn ca_params() -> Result<CertificateParams, DevPkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "kioskd demo HQ CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// Issue a kiosk client certificate signed by the CA at `ca_cert`/`ca_key` (PEM); returns
+/// `(certificate PEM, private key PEM)`.
+pub fn issue_kiosk_cert(ca_key_pem: &str, kiosk_id: &str) -> Result<(String, String), DevPkiError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, kiosk_id);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Write a complete demo PKI into `dir` (created if missing). Returns the file paths.
+pub fn generate(dir: &Path) -> Result<DevPki, DevPkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let pki = DevPki {
+        ca_cert: dir.join("hq-ca.pem"),
+        ca_key: dir.join("hq-ca-key.pem"),
+        server_cert: dir.join("hq-server.pem"),
+        server_key: dir.join("hq-server-key.pem"),
+        kiosk_cert: dir.join(format!("{DEMO_KIOSK_ID}.pem")),
+        kiosk_key: dir.join(format!("{DEMO_KIOSK_ID}-key.pem")),
+        record_key: dir.join("hq-record-key.hex"),
+        record_public: dir.join("hq-record-public.json"),
+        witness_key: dir.join("hq-witness-key.hex"),
+        witness_public: dir.join("hq-witness-public.json"),
+    };
+
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    write(&pki.ca_cert, ca_cert.pem().as_bytes(), false)?;
+    write(&pki.ca_key, ca_key.serialize_pem().as_bytes(), true)?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+
+    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()])?;
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "hq-ingest");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    write(&pki.server_cert, server_cert.pem().as_bytes(), false)?;
+    write(&pki.server_key, server_key.serialize_pem().as_bytes(), true)?;
+
+    let (kiosk_cert, kiosk_key) = issue_kiosk_cert(
+        &std::fs::read_to_string(&pki.ca_key).map_err(|source| DevPkiError::Io {
+            path: pki.ca_key.clone(),
+            source,
+        })?,
+        DEMO_KIOSK_ID,
+    )?;
+    write(&pki.kiosk_cert, kiosk_cert.as_bytes(), false)?;
+    write(&pki.kiosk_key, kiosk_key.as_bytes(), true)?;
+
+    let recipient = SoftRecipient::generate();
+    write(
+        &pki.record_key,
+        hex::encode(recipient.to_secret_bytes()).as_bytes(),
+        true,
+    )?;
+    write(
+        &pki.record_public,
+        keys::recipient_public_to_json(&recipient.public_keys()).as_bytes(),
+        false,
+    )?;
+
+    let witness = SoftSigner::generate_sm2(SM2_DEFAULT_DISTID)
+        .map_err(|e| DevPkiError::Key(e.to_string()))?;
+    write(
+        &pki.witness_key,
+        hex::encode(witness.secret_bytes()).as_bytes(),
+        true,
+    )?;
+    write(
+        &pki.witness_public,
+        keys::verifier_to_json(&witness.verifier()).as_bytes(),
+        false,
+    )?;
+    debug_assert_eq!(witness.sm2_distid(), Some(SM2_DEFAULT_DISTID));
+    Ok(pki)
+}

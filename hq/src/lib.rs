@@ -1,0 +1,18 @@
+//! hq-ingest: receives, verifies, decrypts and stores kiosk records in PostgreSQL; HQ is also
+//! the witness of every kiosk's audit log and runs retention.
+//!
+//! In-process use (tests, the daemon's local-HQ demo): build a pool with [`db::pool`], run
+//! [`db::migrate`], register kiosks with [`db::register_kiosk`], then [`server::start`] with an
+//! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
+//! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL.
+
+pub mod client;
+pub mod db;
+pub mod dev_pki;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+pub mod pg_cluster;
+pub mod retention;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,78 @@
+//! Prometheus metrics of one hq-ingest instance (text exposition via `prometheus-client`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// Counters exported at `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    batches: Family<Labels, Counter>,
+    rejections: Family<Labels, Counter>,
+    records: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh counters.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let batches = Family::<Labels, Counter>::default();
+        let rejections = Family::<Labels, Counter>::default();
+        let records = Counter::default();
+        registry.register(
+            "hq_batches",
+            "Batches processed, by outcome (accepted, duplicate, rejected)",
+            batches.clone(),
+        );
+        registry.register(
+            "hq_rejections",
+            "Rejected batches by error code",
+            rejections.clone(),
+        );
+        registry.register("hq_records_stored", "Records committed", records.clone());
+        Self {
+            registry,
+            batches,
+            rejections,
+            records,
+        }
+    }
+
+    /// Count a batch outcome.
+    pub fn batch_outcome(&self, outcome: &str) {
+        self.batches
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+
+    /// Count a rejection.
+    pub fn rejection(&self, code: &str) {
+        self.batch_outcome("rejected");
+        self.rejections
+            .get_or_create(&vec![("code".to_owned(), code.to_owned())])
+            .inc();
+    }
+
+    /// Count stored records.
+    pub fn records_stored(&self, n: u64) {
+        self.records.inc_by(n);
+    }
+
+    /// Text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,243 @@
+//! The HTTP service: `POST /v1/batches` (mTLS, body = envelope, response = CBOR ack or CBOR
+//! rejection), `GET /health` and `GET /metrics` (also served without TLS on an optional
+//! separate listener for scrapers and load balancers). Kiosk identity = client certificate CN.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::Service;
+
+use crate::ingest::Ingestor;
+
+/// The authenticated kiosk of a connection.
+#[derive(Clone, Debug)]
+pub struct KioskIdentity(pub String);
+
+/// Server start failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+const CBOR: &str = "application/cbor";
+
+fn cbor_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, CBOR)], body).into_response()
+}
+
+async fn post_batch(
+    State(ingestor): State<Ingestor>,
+    identity: Option<Extension<KioskIdentity>>,
+    body: Bytes,
+) -> Response {
+    let Some(Extension(KioskIdentity(kiosk))) = identity else {
+        return (StatusCode::UNAUTHORIZED, "client certificate required").into_response();
+    };
+    match ingestor.ingest(&kiosk, body.to_vec()).await {
+        Ok(ack) => match ack.to_bytes() {
+            Ok(bytes) => cbor_response(StatusCode::OK, bytes),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = records::codec::to_vec(&e.rejection()).unwrap_or_default();
+            cbor_response(status, body)
+        }
+    }
+}
+
+async fn health(State(ingestor): State<Ingestor>) -> Response {
+    let ok = match ingestor.pool().get().await {
+        Ok(conn) => conn.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    }
+}
+
+async fn metrics(State(ingestor): State<Ingestor>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ingestor.metrics().render(),
+    )
+        .into_response()
+}
+
+/// The router (without TLS); exposed for in-process tests.
+pub fn router(ingestor: Ingestor) -> Router {
+    Router::new()
+        .route("/v1/batches", post(post_batch))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(records::envelope::MAX_ENVELOPE_BYTES))
+        .with_state(ingestor)
+}
+
+/// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// Address of the mTLS listener.
+    pub addr: SocketAddr,
+    /// Address of the plain health/metrics listener, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stop accepting connections and wait for the accept loops to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Wait until the server stops (it only stops via `shutdown` from elsewhere or on error).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Start the mTLS listener on `addr` (port 0 for any) and optionally a plain listener for
+/// `/health` and `/metrics`.
+pub async fn start(
+    ingestor: Ingestor,
+    tls: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<RunningServer, ServerError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let app = router(ingestor);
+    let listener = bind(addr).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let mut tasks = vec![tokio::spawn(accept_tls(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls),
+        app.clone(),
+        stop_rx.clone(),
+    ))];
+    let mut metrics_local = None;
+    if let Some(maddr) = metrics_addr {
+        let ml = bind(maddr).await?;
+        metrics_local = ml.local_addr().ok();
+        tasks.push(tokio::spawn(accept_plain(ml, app, stop_rx)));
+    }
+    tracing::info!(%local, metrics = ?metrics_local, "hq-ingest listening");
+    Ok(RunningServer {
+        addr: local,
+        metrics_addr: metrics_local,
+        stop,
+        tasks,
+    })
+}
+
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "TLS handshake rejected");
+                    return;
+                }
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::common_name);
+            let Some(kiosk) = identity else {
+                tracing::warn!(%peer, "client certificate without common name rejected");
+                return;
+            };
+            serve(TokioIo::new(tls), app, Some(KioskIdentity(kiosk))).await;
+        });
+    }
+}
+
+async fn accept_plain(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+    // Only health and metrics: the batch route refuses requests without an identity.
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(serve(TokioIo::new(tcp), app, None));
+    }
+}
+
+async fn serve<IO>(io: IO, app: Router, identity: Option<KioskIdentity>)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(id) = &identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        });
+    if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}
