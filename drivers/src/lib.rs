@@ -16,6 +16,7 @@ pub mod fingerprint;
 mod framed;
 pub mod idcard;
 pub mod link;
+pub mod report;
 pub mod sim;
 
 pub use fingerprint::{
