@@ -391,3 +391,50 @@ async fn listing_and_certificate_round_trip() {
         Err(TokenError::TokenExists(_))
     ));
 }
+
+#[tokio::test]
+async fn open_from_config_opens_the_soft_device_token() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let section = kiosk_config::TokenSection::default();
+    let err = hsm::open_from_config(&section, data_dir.path())
+        .await
+        .err()
+        .expect("no token yet");
+    assert!(matches!(err, TokenError::TokenNotPresent(_)), "{err}");
+    let provider = hsm::open_provider(&section, data_dir.path()).unwrap();
+    provider
+        .init_token(
+            &section.device_token,
+            &Pin::new("88888888"),
+            &Pin::new("1234"),
+        )
+        .await
+        .unwrap();
+    let device = hsm::open_from_config(&section, data_dir.path())
+        .await
+        .unwrap();
+    device
+        .token
+        .login(UserKind::User, &Pin::new("1234"))
+        .await
+        .unwrap();
+    let key = device
+        .token
+        .generate_key_pair(&device.key_label, KeyAlgorithm::Sm2)
+        .await
+        .unwrap();
+    let sig = device
+        .token
+        .sign(&device.key_label, b"envelope")
+        .await
+        .unwrap();
+    hsm::soft_crypto::verify(
+        KeyAlgorithm::Sm2,
+        &key.public_key,
+        &section.sm2_distid,
+        b"envelope",
+        &sig.raw,
+    )
+    .unwrap();
+    assert!(data_dir.path().join(&section.soft_dir).is_dir());
+}

@@ -402,3 +402,50 @@ async fn slot_poller_reports_new_tokens() {
     poller.abort();
     assert_eq!(seen, Ok(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_from_config_checks_the_vendor_profile_at_startup() {
+    let provider = provider();
+    let token = fresh_token(&provider, "config").await;
+    token
+        .generate_key_pair("device-key", KeyAlgorithm::P256)
+        .await
+        .unwrap();
+    let label = token.info().await.unwrap().label;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut section = kiosk_config::TokenSection {
+        provider: kiosk_config::TokenProvider::Pkcs11,
+        module: Some(module_path()),
+        device_token: label.clone(),
+        device_key: "device-key".into(),
+        vendor_profile: "softhsm2".into(),
+        ..kiosk_config::TokenSection::default()
+    };
+    let device = hsm::open_from_config(&section, data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(device.key_label, "device-key");
+    assert_eq!(device.token.info().await.unwrap().label, label);
+
+    section.vendor_profile = "sansec".into();
+    let err = hsm::open_from_config(&section, data_dir.path())
+        .await
+        .err()
+        .expect("profile mismatch");
+    assert!(matches!(err, TokenError::ProfileMismatch { .. }), "{err}");
+    section.vendor_profile = "no-such-vendor".into();
+    assert!(matches!(
+        hsm::open_from_config(&section, data_dir.path()).await,
+        Err(TokenError::UnknownProfile(_))
+    ));
+    // A site profile file overrides the embedded set.
+    std::fs::write(
+        data_dir.path().join("vendors.toml"),
+        "[profiles.site]\ndescription = \"P-256 only\"\n",
+    )
+    .unwrap();
+    section.vendor_profile = "vendors.toml#site".into();
+    hsm::open_from_config(&section, data_dir.path())
+        .await
+        .unwrap();
+}
