@@ -327,3 +327,95 @@ async fn execute(cmd: TokenCommand) -> CliResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        cmd: TokenCommand,
+    }
+
+    fn run_args(args: &[&str]) -> CliResult<()> {
+        let cmd = Wrapper::try_parse_from(std::iter::once("token").chain(args.iter().copied()))
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .cmd;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(execute(cmd))
+    }
+
+    #[test]
+    fn soft_token_staff_flow_and_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let soft = dir.path().join("soft");
+        let soft = soft.to_str().unwrap();
+        let file = |n: &str| dir.path().join(n).display().to_string();
+        // SAFETY: the only test in this binary touching these variables.
+        unsafe {
+            std::env::set_var("KIOSK_SO_PIN", "87654321");
+            std::env::set_var("KIOSK_PIN", "1234");
+        }
+        let base = ["--module", "soft", "--soft-dir", soft, "--token", "staff"];
+        run_args(&[&["init"], &base[..]].concat()).unwrap();
+        run_args(&[&["keygen"], &base[..], &["--key", "k", "--algo", "sm2"]].concat()).unwrap();
+        std::fs::write(file("msg"), b"form to sign").unwrap();
+        let (msg, sig, csr) = (file("msg"), file("sig"), file("csr"));
+        run_args(
+            &[
+                &["sign"],
+                &base[..],
+                &["--key", "k", "--in", &msg, "--out", &sig],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        run_args(
+            &[
+                &["verify"],
+                &base[..],
+                &["--key", "k", "--in", &msg, "--sig", &sig],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        run_args(
+            &[
+                &["csr"],
+                &base[..],
+                &["--key", "k", "--subject", "CN=Synthetic", "--out", &csr],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert!(
+            std::fs::read_to_string(&csr)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+        );
+
+        std::fs::write(file("msg"), b"tampered").unwrap();
+        let err = run_args(
+            &[
+                &["verify"],
+                &base[..],
+                &["--key", "k", "--in", &msg, "--sig", &sig],
+            ]
+            .concat(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "signature does not verify");
+        let err = run_args(&[&["pubkey"], &base[..], &["--key", "missing"]].concat()).unwrap_err();
+        assert!(!err.to_string().contains('\n'));
+        assert!(matches!(err, CliError::Token(TokenError::NoSuchKey(_))));
+        assert!(
+            run_args(&[&["keygen"], &base[..], &["--key", "x", "--algo", "rsa"]].concat()).is_err()
+        );
+    }
+}
