@@ -567,3 +567,109 @@ mod tests {
         ));
     }
 }
+
+/// V4L2 capture (feature `v4l2`, off by default: dev/CI kernels have no V4L2, and the `v4l`
+/// bindings need libclang at build time). Negotiates YUYV, then GREY (luma is taken
+/// directly); MJPEG-only cameras are reported as unsupported until a decoder is added.
+/// Capture runs on its own thread (V4L2 calls block) feeding a 2-frame channel; dropping
+/// the source stops it.
+#[cfg(feature = "v4l2")]
+pub mod v4l2 {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use v4l::buffer::Type;
+    use v4l::io::mmap::Stream;
+    use v4l::io::traits::CaptureStream;
+    use v4l::video::Capture;
+    use v4l::{Device, FourCC};
+
+    use super::{CameraError, Frame, FrameSource};
+
+    #[derive(Clone, Copy)]
+    enum Pixel {
+        Yuyv,
+        Grey,
+    }
+
+    pub struct V4l2Source {
+        rx: tokio::sync::mpsc::Receiver<Result<Frame, String>>,
+        frame_timeout: Duration,
+    }
+
+    fn negotiate(dev: &Device, width: u32, height: u32) -> Result<(Pixel, u32, u32), CameraError> {
+        for (code, pixel) in [(b"YUYV", Pixel::Yuyv), (b"GREY", Pixel::Grey)] {
+            let wanted = v4l::Format::new(width, height, FourCC::new(code));
+            let got = dev
+                .set_format(&wanted)
+                .map_err(|e| CameraError::DeviceGone(e.to_string()))?;
+            if got.fourcc == FourCC::new(code) {
+                return Ok((pixel, got.width, got.height));
+            }
+        }
+        Err(CameraError::Format(
+            "camera offers neither YUYV nor GREY (MJPEG decoding is not built in)".into(),
+        ))
+    }
+
+    fn to_frame(pixel: Pixel, width: u32, height: u32, buf: &[u8]) -> Option<Frame> {
+        let (w, h) = (width as usize, height as usize);
+        let luma: Vec<u8> = match pixel {
+            Pixel::Yuyv => buf.get(..w * h * 2)?.iter().step_by(2).copied().collect(),
+            Pixel::Grey => buf.get(..w * h)?.to_vec(),
+        };
+        Frame::new(w, h, luma)
+    }
+
+    impl V4l2Source {
+        pub fn open(
+            path: &Path,
+            width: u32,
+            height: u32,
+            frame_timeout: Duration,
+        ) -> Result<Self, CameraError> {
+            let dev =
+                Device::with_path(path).map_err(|e| CameraError::DeviceGone(e.to_string()))?;
+            let (pixel, width, height) = negotiate(&dev, width, height)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            std::thread::Builder::new()
+                .name("v4l2-capture".into())
+                .spawn(move || {
+                    let mut stream = match Stream::with_buffers(&dev, Type::VideoCapture, 4) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    stream.set_timeout(frame_timeout);
+                    loop {
+                        let item = match stream.next() {
+                            Ok((buf, _meta)) => to_frame(pixel, width, height, buf)
+                                .ok_or_else(|| "short frame".to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let failed = item.is_err();
+                        if tx.blocking_send(item).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| CameraError::DeviceGone(e.to_string()))?;
+            Ok(Self { rx, frame_timeout })
+        }
+    }
+
+    #[async_trait]
+    impl FrameSource for V4l2Source {
+        async fn next_frame(&mut self) -> Result<Frame, CameraError> {
+            match tokio::time::timeout(self.frame_timeout, self.rx.recv()).await {
+                Err(_) => Err(CameraError::Timeout(self.frame_timeout.as_millis() as u64)),
+                Ok(None) => Err(CameraError::DeviceGone("capture thread stopped".into())),
+                Ok(Some(Err(e))) => Err(CameraError::DeviceGone(e)),
+                Ok(Some(Ok(frame))) => Ok(frame),
+            }
+        }
+    }
+}
