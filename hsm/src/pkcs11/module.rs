@@ -89,3 +89,64 @@ where
         Err(_) => Err(TokenError::Timeout(timeout)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hung_call_times_out_without_blocking_the_caller() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        // The "module call" blocks until released: the caller must get `Timeout` first.
+        let result = run_blocking(Duration::from_millis(50), move || {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+            Ok(())
+        })
+        .await;
+        assert!(matches!(result, Err(TokenError::Timeout(_))), "{result:?}");
+        release.send(()).ok();
+        assert_eq!(
+            run_blocking(Duration::from_secs(5), || Ok(7))
+                .await
+                .unwrap(),
+            7
+        );
+    }
+
+    #[test]
+    fn maps_pkcs11_return_values_to_typed_errors() {
+        let e = |rv| map_error(CkError::Pkcs11(rv, Function::Sign));
+        assert!(matches!(
+            e(RvError::PinIncorrect),
+            TokenError::PinIncorrect { retries_left: None }
+        ));
+        assert!(matches!(e(RvError::PinLocked), TokenError::PinLocked));
+        assert!(matches!(
+            e(RvError::DeviceRemoved),
+            TokenError::TokenRemoved
+        ));
+        assert!(matches!(
+            e(RvError::SessionHandleInvalid),
+            TokenError::TokenRemoved
+        ));
+        assert!(matches!(
+            e(RvError::UserNotLoggedIn),
+            TokenError::NotLoggedIn
+        ));
+        assert!(matches!(
+            e(RvError::MechanismInvalid),
+            TokenError::MechanismNotSupported(_)
+        ));
+        assert!(matches!(
+            e(RvError::GeneralError),
+            TokenError::Pkcs11 { .. }
+        ));
+        assert!(matches!(
+            map_error(CkError::Pkcs11(
+                RvError::GeneralError,
+                Function::GetTokenInfo
+            )),
+            TokenError::TokenRemoved
+        ));
+    }
+}
