@@ -304,11 +304,10 @@ impl Ingestor {
             .ok_or_else(|| IngestError::UnknownKiosk(client_kiosk_id.to_owned()))?;
         let recipient = self.recipient.clone();
         let verify_key = key.clone();
-        let (batch, batch_hash) = tokio::task::spawn_blocking(move || {
+        let batch_hash = envelope.digest();
+        let batch = tokio::task::spawn_blocking(move || {
             envelope.verify(&verify_key)?;
-            let batch = envelope.decrypt(recipient.as_ref())?;
-            let hash = batch.hash().map_err(EnvelopeError::from)?;
-            Ok::<_, IngestError>((batch, hash))
+            Ok::<_, IngestError>(envelope.decrypt(recipient.as_ref())?)
         })
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;

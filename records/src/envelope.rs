@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::codec::{self, CodecError};
+use crate::merkle::Hash;
 use crate::signing::{PublicVerifier, RecordSigner, SignatureAlgorithm, SignatureError};
 use crate::wire::{Batch, SCHEMA_VERSION};
 
@@ -200,16 +201,17 @@ fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
     rand_core::UnwrapErr(getrandom::SysRng)
 }
 
-fn signed_bytes(w: &EnvelopeWire) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        SIGNING_DOMAIN.len() + 32 + w.header.len() + w.key_encap.len() + w.ciphertext.len(),
-    );
-    out.extend_from_slice(SIGNING_DOMAIN);
+/// SM3 over the domain tag and every length-prefixed envelope part: what the kiosk signs and
+/// the link of the batch chain (`Batch::prev_batch_hash` is the previous envelope's digest).
+fn envelope_digest(w: &EnvelopeWire) -> Hash {
+    use sm3::Digest;
+    let mut h = sm3::Sm3::new();
+    h.update(SIGNING_DOMAIN);
     for part in [&w.header, &w.key_encap, &w.nonce, &w.ciphertext] {
-        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        out.extend_from_slice(part);
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
     }
-    out
+    h.finalize().into()
 }
 
 /// Seal a batch: encrypt to HQ, sign with the kiosk key. Returns the envelope bytes the kiosk
@@ -220,6 +222,20 @@ pub fn seal_batch(
     signer: &dyn RecordSigner,
     recipient: &RecipientPublicKeys,
 ) -> Result<Vec<u8>, EnvelopeError> {
+    seal_batch_with_digest(batch, suite, signer, recipient).map(|(bytes, _)| bytes)
+}
+
+/// [`seal_batch`], also returning the envelope digest that the next batch must carry as
+/// `prev_batch_hash` (and that HQ's ack echoes as `batch_hash`). Because the digest covers the
+/// random nonce and key encapsulation, the kiosk must persist the sealed bytes with their
+/// batch number before sending and resend exactly those bytes; re-sealing yields a new digest
+/// that HQ treats as a fork.
+pub fn seal_batch_with_digest(
+    batch: &Batch,
+    suite: Suite,
+    signer: &dyn RecordSigner,
+    recipient: &RecipientPublicKeys,
+) -> Result<(Vec<u8>, Hash), EnvelopeError> {
     let algorithm = signer.algorithm();
     if algorithm != suite.signature_algorithm() {
         return Err(EnvelopeError::SuiteMismatch {
@@ -292,8 +308,9 @@ pub fn seal_batch(
         ciphertext,
         signature: Vec::new(),
     };
-    wire.signature = signer.sign(&signed_bytes(&wire))?;
-    Ok(codec::to_vec(&wire)?)
+    let digest = envelope_digest(&wire);
+    wire.signature = signer.sign(&digest)?;
+    Ok((codec::to_vec(&wire)?, digest))
 }
 
 /// A parsed, not yet verified envelope.
@@ -301,6 +318,7 @@ pub struct SealedEnvelope {
     header: EnvelopeHeader,
     suite: Suite,
     wire: EnvelopeWire,
+    digest: Hash,
 }
 
 impl std::fmt::Debug for SealedEnvelope {
@@ -332,16 +350,23 @@ impl SealedEnvelope {
         if suite == Suite::Gm && header.sm2_distid.is_none() {
             return Err(EnvelopeError::MissingDistId);
         }
+        let digest = envelope_digest(&wire);
         Ok(Self {
             header,
             suite,
             wire,
+            digest,
         })
     }
 
     /// The header (authenticated only after [`SealedEnvelope::verify`]).
     pub fn header(&self) -> &EnvelopeHeader {
         &self.header
+    }
+
+    /// The envelope digest (signed by the kiosk; the batch-chain link).
+    pub fn digest(&self) -> Hash {
+        self.digest
     }
 
     /// The suite.
@@ -363,7 +388,7 @@ impl SealedEnvelope {
             distid: self.header.sm2_distid.clone(),
             ..kiosk_key.clone()
         };
-        verifier.verify(&signed_bytes(&self.wire), &self.wire.signature)?;
+        verifier.verify(&self.digest, &self.wire.signature)?;
         Ok(())
     }
 

@@ -282,7 +282,8 @@ pub struct Batch {
     pub kiosk_id: String,
     /// Per-kiosk batch sequence number (1, 2, 3, ...).
     pub batch_seq: u64,
-    /// [`Batch::hash`] of the previous batch (all zero for batch 1).
+    /// Envelope digest of the previous batch (see `envelope::seal_batch_with_digest`; all zero
+    /// for batch 1).
     pub prev_batch_hash: Hash,
     /// Kiosk wall-clock creation time (Unix seconds; informative).
     pub created_at: i64,
@@ -302,11 +303,6 @@ impl Batch {
         codec::from_slice(bytes)
     }
 
-    /// SM3 over the canonical encoding: the batch chain's link.
-    pub fn hash(&self) -> Result<Hash, CodecError> {
-        Ok(crate::merkle::sm3_hash(&self.to_bytes()?))
-    }
-
     /// The first and last record sequence numbers, if the batch is not empty.
     pub fn seq_range(&self) -> Option<(u64, u64)> {
         Some((self.records.first()?.seq, self.records.last()?.seq))
@@ -322,7 +318,7 @@ pub struct Ack {
     pub kiosk_id: String,
     /// Batch acknowledged.
     pub batch_seq: u64,
-    /// Hash of the batch acknowledged.
+    /// Envelope digest of the batch acknowledged.
     pub batch_hash: Hash,
     /// Every record with `seq <= acked_through_seq` is committed at HQ.
     pub acked_through_seq: u64,

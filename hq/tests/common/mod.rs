@@ -200,8 +200,8 @@ impl KioskSim {
         }
     }
 
-    /// Build the next batch (advances the kiosk state as if it were persisted).
-    pub fn next_batch(&mut self, records: Vec<Record>) -> Batch {
+    /// Build the next batch (numbering only; `seal_next` links the chain).
+    fn next_batch(&mut self, records: Vec<Record>) -> Batch {
         self.batch_seq += 1;
         let records = records
             .into_iter()
@@ -226,17 +226,21 @@ impl KioskSim {
             created_at: 1_800_000_000,
             records,
         };
-        self.prev_hash = batch.hash().unwrap();
         batch
     }
 
-    pub fn seal(&self, batch: &Batch) -> Vec<u8> {
-        records::seal_batch(batch, self.suite, &self.signer, &self.recipient).unwrap()
-    }
-
+    /// Build, seal and chain the next batch (as if persisted in the outbox).
     pub fn seal_next(&mut self, records: Vec<Record>) -> Vec<u8> {
         let batch = self.next_batch(records);
-        self.seal(&batch)
+        let (bytes, digest) = records::envelope::seal_batch_with_digest(
+            &batch,
+            self.suite,
+            &self.signer,
+            &self.recipient,
+        )
+        .unwrap();
+        self.prev_hash = digest;
+        bytes
     }
 
     /// Append `n` audit entries and return a checkpoint record proving consistency with
