@@ -218,15 +218,14 @@ impl KioskSim {
                 }
             })
             .collect();
-        let batch = Batch {
+        Batch {
             schema_version: SCHEMA_VERSION,
             kiosk_id: self.kiosk_id.clone(),
             batch_seq: self.batch_seq,
             prev_batch_hash: self.prev_hash,
             created_at: 1_800_000_000,
             records,
-        };
-        batch
+        }
     }
 
     /// Build, seal and chain the next batch (as if persisted in the outbox).
