@@ -9,6 +9,7 @@
 //! - [`privacy`] catalog enforcement, consent, minors, minimizer, deadlines.
 //! - [`audit`] the Merkle audit log and its signed checkpoints.
 //! - [`rights`] rights requests with deadlines; [`retention`] the local purge sweeper.
+//! - [`sync`] store-and-forward of sealed batches to HQ.
 //! - [`keys`] data-key wrapping and keyed digests (keys held on the token).
 
 pub mod api;
@@ -20,4 +21,5 @@ pub mod privacy;
 pub mod retention;
 pub mod rights;
 pub mod store;
+pub mod sync;
 pub mod systemd;

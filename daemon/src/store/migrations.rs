@@ -92,6 +92,17 @@ const MIGRATIONS: &[&str] = &[
         refusal_ground TEXT,
         updated_at     INTEGER NOT NULL
     ) STRICT;",
+    // 3: sealed batches kept until HQ acknowledges them (resent byte for byte).
+    "CREATE TABLE sync_batches (
+        batch_seq  INTEGER PRIMARY KEY,
+        batch_hash BLOB NOT NULL,
+        first_seq  INTEGER NOT NULL,
+        last_seq   INTEGER NOT NULL,
+        envelope   BLOB NOT NULL,
+        sealed_at  INTEGER NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    ) STRICT;",
 ];
 
 /// The newest schema version this build knows.
