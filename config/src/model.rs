@@ -210,6 +210,13 @@ pub struct TokenSection {
     pub soft_dir: PathBuf,
     /// Secret the soft token derives its key-encryption key from.
     pub soft_secret: ConfigSecret,
+    /// User PIN of the device token (the demo default; in production give
+    /// `device_pin_file`, e.g. a systemd credential under $CREDENTIALS_DIRECTORY).
+    pub device_pin: ConfigSecret,
+    /// File holding the device token's user PIN; overrides `device_pin`.
+    pub device_pin_file: Option<PathBuf>,
+    /// SO PIN used only when the embedded soft token is created on first start.
+    pub device_so_pin: ConfigSecret,
     /// Vendor profile naming the SM2 mechanism and key-type numbers of the token.
     pub vendor_profile: String,
     /// SM2 distinguishing identifier used for signatures (OpenSSL 3.0 defaults to empty,
@@ -230,6 +237,9 @@ impl Default for TokenSection {
             device_key: "device-key".into(),
             soft_dir: PathBuf::from("soft-token"),
             soft_secret: ConfigSecret::new("kioskd-demo-soft-token-secret"),
+            device_pin: ConfigSecret::new("kiosk-device-pin"),
+            device_pin_file: None,
+            device_so_pin: ConfigSecret::new("kiosk-device-so-pin"),
             vendor_profile: "softhsm2".into(),
             sm2_distid: "1234567812345678".into(),
             usb_ids: Vec::new(),

@@ -13,9 +13,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use hsm::{KeyAlgorithm, Pin};
+use kiosk_config::{EnvelopeSuite, TokenProvider};
+use records::signing::RecordSigner;
+
 use crate::api::{self, AppState};
 use crate::store::{Store, StoreError};
 use crate::systemd;
+use crate::token_keys::{self, KioskKeys};
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,17 @@ pub enum AppError {
     Signals(std::io::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Config(#[from] kiosk_config::ConfigError),
+    #[error("device token: {0}")]
+    Token(#[from] hsm::TokenError),
+    #[error("device token PIN file {path}: {source}")]
+    PinFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -66,12 +82,30 @@ pub async fn serve(
     };
     tracing::info!(store = %store_path.display(), "store open");
 
+    let catalog = Arc::new(kiosk_config::Catalog::load(
+        config
+            .privacy
+            .catalog
+            .as_deref()
+            .map(|p| loaded.resolve(p))
+            .as_deref(),
+    )?);
+    let keys = open_device_keys(&loaded, &store).await?;
+    tracing::info!(
+        token = %config.token.device_token,
+        signer = keys.signer.algorithm().name(),
+        digest = keys.digest_algorithm,
+        "device token ready"
+    );
+
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
         started,
+        catalog,
+        keys: Arc::new(keys),
     };
-    let app = api::router(state);
+    let app = api::router(state.clone());
     let tracker = TaskTracker::new();
 
     let listen = opts.api_addr.or(config.api.listen);
@@ -115,6 +149,7 @@ pub async fn serve(
         });
     }
     tracker.spawn(systemd::watchdog(shutdown.clone()));
+    tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
 
     systemd::notify_ready("serving");
     tracing::info!(
@@ -139,6 +174,118 @@ pub async fn serve(
         .map_err(|e| AppError::Task(e.to_string()))??;
     tracing::info!("store flushed; kioskd stopped");
     Ok(())
+}
+
+/// Open the device token (creating the embedded soft token on first start),
+/// log in once and make sure the kiosk's keys exist.
+async fn open_device_keys(loaded: &LoadedConfig, store: &Store) -> Result<KioskKeys, AppError> {
+    let section = &loaded.config.token;
+    let pin = match &section.device_pin_file {
+        Some(path) => {
+            let path = loaded.resolve(path);
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| AppError::PinFile { path, source })?,
+            );
+            Pin::new(text.trim().to_string())
+        }
+        None => Pin::new(section.device_pin.expose().to_string()),
+    };
+    let provider = hsm::open_provider(section, loaded.data_dir())?;
+    let token = match provider.open_token(&section.device_token).await {
+        Ok(t) => t,
+        Err(hsm::TokenError::TokenNotPresent(_)) if section.provider == TokenProvider::Soft => {
+            tracing::info!(label = %section.device_token, "creating the embedded soft device token");
+            let so = Pin::new(section.device_so_pin.expose().to_string());
+            provider
+                .init_token(&section.device_token, &so, &pin)
+                .await?;
+            provider.open_token(&section.device_token).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let algorithm = match loaded.config.hq.suite {
+        EnvelopeSuite::Gm => KeyAlgorithm::Sm2,
+        EnvelopeSuite::Nist => KeyAlgorithm::P256,
+    };
+    let known = meta_get(store, "keys.digest_algorithm")?;
+    let keys = token_keys::prepare(
+        token,
+        &section.device_key,
+        algorithm,
+        &pin,
+        known.as_deref(),
+    )
+    .await?;
+    let verifier = keys.signer.verifier();
+    let digest = keys.digest_algorithm;
+    let key_name = loaded.config.kiosk.id.clone();
+    let st = store.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), AppError> {
+        let conn = st.conn()?;
+        conn.execute(
+            "INSERT INTO kiosk_meta (key, value) VALUES ('keys.digest_algorithm', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [digest],
+        )
+        .map_err(StoreError::from)?;
+        crate::audit::record_device_key(&conn, &key_name, &verifier)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| AppError::Task(e.to_string()))??;
+    Ok(keys)
+}
+
+fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
+    use rusqlite::OptionalExtension;
+    let conn = store.conn()?;
+    Ok(conn
+        .query_row("SELECT value FROM kiosk_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(StoreError::from)?)
+}
+
+/// Periodic work: sign an audit checkpoint when the log grew, sweep retention.
+async fn housekeeping(state: AppState, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let st = state.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut conn = st.store.conn().map_err(|e| e.to_string())?;
+            let now = now_ms();
+            let origin = format!("kioskd/{}", st.config.kiosk.id);
+            crate::audit::checkpoint(
+                &mut conn,
+                now,
+                &origin,
+                &st.config.kiosk.id,
+                st.keys.signer.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
+            crate::retention::sweep(&mut conn, now).map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping task panicked"),
+        }
+    }
+}
+
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(60);
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn spawn_signal_listener(

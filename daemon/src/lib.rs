@@ -23,3 +23,4 @@ pub mod rights;
 pub mod store;
 pub mod sync;
 pub mod systemd;
+pub mod token_keys;

@@ -23,6 +23,8 @@ pub struct AppState {
     pub config: Arc<kiosk_config::Config>,
     pub store: Store,
     pub started: Instant,
+    pub catalog: Arc<kiosk_config::Catalog>,
+    pub keys: Arc<crate::token_keys::KioskKeys>,
 }
 
 /// Build the API router.

@@ -1,0 +1,203 @@
+//! The kiosk's own keys on its device token (through `hsm`): the device key
+//! that signs envelopes and audit checkpoints ([`DeviceSigner`], a
+//! `records::RecordSigner`), and the secret keys behind the privacy layer
+//! ([`TokenKeyVault`]: data-key wrapping and keyed digests). Private and secret
+//! keys never leave the token.
+//!
+//! The store and the sealer call these from blocking threads (inside SQLite
+//! transactions), so they bridge to the async token with `Handle::block_on`;
+//! they must not be called from an async task directly.
+
+use std::sync::Arc;
+
+use hsm::{KeyAlgorithm, Pin, SecretKeyKind, Token, TokenError, UserKind};
+use records::signing::{PublicVerifier, RecordSigner, SignatureAlgorithm, SignatureError};
+use tokio::runtime::Handle;
+use zeroize::Zeroizing;
+
+use crate::keys::{KeyError, KeyVault};
+
+/// Labels of the kiosk's secret keys on the device token.
+pub const WRAP_KEY_LABEL: &str = "kiosk-data-key-wrap";
+pub const DIGEST_KEY_LABEL: &str = "kiosk-keyed-digest";
+
+/// The device key as a record signer.
+pub struct DeviceSigner {
+    token: Arc<dyn Token>,
+    label: String,
+    algorithm: SignatureAlgorithm,
+    distid: Option<String>,
+    public_sec1: Vec<u8>,
+    handle: Handle,
+}
+
+impl DeviceSigner {
+    pub fn verifier(&self) -> PublicVerifier {
+        PublicVerifier {
+            algorithm: self.algorithm,
+            sec1: self.public_sec1.clone(),
+            distid: self.distid.clone(),
+        }
+    }
+}
+
+impl RecordSigner for DeviceSigner {
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.algorithm
+    }
+
+    fn sm2_distid(&self) -> Option<&str> {
+        self.distid.as_deref()
+    }
+
+    fn public_key_sec1(&self) -> Vec<u8> {
+        self.public_sec1.clone()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignatureError> {
+        self.handle
+            .block_on(self.token.sign(&self.label, message))
+            .map(|s| s.raw)
+            .map_err(|e| SignatureError::SignerFailed(e.to_string()))
+    }
+}
+
+/// Keyed digests and data-key wrapping with keys held on the token.
+pub struct TokenKeyVault {
+    token: Arc<dyn Token>,
+    handle: Handle,
+}
+
+impl KeyVault for TokenKeyVault {
+    fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.handle
+            .block_on(self.token.wrap_key(WRAP_KEY_LABEL, data_key))
+            .map_err(|e| KeyError::Unavailable(e.to_string()))
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        match self
+            .handle
+            .block_on(self.token.unwrap_key(WRAP_KEY_LABEL, wrapped))
+        {
+            Ok(k) => Ok(Zeroizing::new(k.to_vec())),
+            Err(TokenError::InvalidInput(_) | TokenError::Encoding(_)) => Err(KeyError::Unwrap),
+            Err(e) => Err(KeyError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn keyed_digest(&self, domain: &str, value: &[u8]) -> Result<[u8; 32], KeyError> {
+        let mut input = Zeroizing::new(Vec::with_capacity(4 + domain.len() + value.len()));
+        input.extend_from_slice(&(domain.len() as u32).to_be_bytes());
+        input.extend_from_slice(domain.as_bytes());
+        input.extend_from_slice(value);
+        let mac = self
+            .handle
+            .block_on(self.token.hmac(DIGEST_KEY_LABEL, &input))
+            .map_err(|e| KeyError::Unavailable(e.to_string()))?;
+        mac.get(..32)
+            .and_then(|m| m.try_into().ok())
+            .ok_or_else(|| KeyError::Unavailable("HMAC shorter than 32 bytes".into()))
+    }
+}
+
+/// The kiosk's keys, ready for use.
+pub struct KioskKeys {
+    pub signer: Arc<DeviceSigner>,
+    pub vault: Arc<TokenKeyVault>,
+    /// `hmac-sm3` or `hmac-sha256`: what the keyed digests are.
+    pub digest_algorithm: &'static str,
+}
+
+/// Log in to the device token once with `pin` (never retried: a wrong PIN must
+/// not burn the token's retries) and make sure the device key and the secret
+/// keys exist, creating them on first start. `known_digest` is the digest kind
+/// recorded when the key was created (the token does not say).
+pub async fn prepare(
+    token: Arc<dyn Token>,
+    device_key: &str,
+    algorithm: KeyAlgorithm,
+    pin: &Pin,
+    known_digest: Option<&str>,
+) -> Result<KioskKeys, TokenError> {
+    if !token.is_logged_in() {
+        token.login(UserKind::User, pin).await?;
+    }
+    let key = match token.key(device_key).await {
+        Ok(k) => k,
+        Err(TokenError::NoSuchKey(_)) => {
+            tracing::info!(
+                label = device_key,
+                ?algorithm,
+                "generating the kiosk device key on the token"
+            );
+            token.generate_key_pair(device_key, algorithm).await?
+        }
+        Err(e) => return Err(e),
+    };
+    // Prefer HMAC-SM3 where the token has it; SoftHSM2 and most HSMs offer HMAC-SHA-256.
+    let digest_algorithm = match ensure_secret(
+        &token,
+        DIGEST_KEY_LABEL,
+        &[SecretKeyKind::HmacSm3, SecretKeyKind::HmacSha256],
+    )
+    .await?
+    {
+        Some(created) => created,
+        None if known_digest == Some("hmac-sha256") => SecretKeyKind::HmacSha256,
+        None => SecretKeyKind::HmacSm3,
+    };
+    ensure_secret(&token, WRAP_KEY_LABEL, &[SecretKeyKind::Aes256Wrap]).await?;
+    let (sig_alg, distid) = match key.algorithm {
+        KeyAlgorithm::Sm2 => (
+            SignatureAlgorithm::Sm2Sm3,
+            Some(token.sm2_distid().to_string()),
+        ),
+        KeyAlgorithm::P256 => (SignatureAlgorithm::EcdsaP256Sha256, None),
+    };
+    let handle = Handle::current();
+    Ok(KioskKeys {
+        signer: Arc::new(DeviceSigner {
+            token: token.clone(),
+            label: device_key.to_string(),
+            algorithm: sig_alg,
+            distid,
+            public_sec1: key.public_key.clone(),
+            handle: handle.clone(),
+        }),
+        vault: Arc::new(TokenKeyVault { token, handle }),
+        digest_algorithm: match digest_algorithm {
+            SecretKeyKind::HmacSm3 => "hmac-sm3",
+            _ => "hmac-sha256",
+        },
+    })
+}
+
+/// Make sure a secret key exists (probing it with a harmless operation),
+/// creating it with the first kind the token supports. Returns the kind when
+/// it was created now, `None` when it already existed.
+async fn ensure_secret(
+    token: &Arc<dyn Token>,
+    label: &str,
+    kinds: &[SecretKeyKind],
+) -> Result<Option<SecretKeyKind>, TokenError> {
+    let probe = if label == WRAP_KEY_LABEL {
+        token.wrap_key(label, &[0u8; 32]).await.map(|_| ())
+    } else {
+        token.hmac(label, b"probe").await.map(|_| ())
+    };
+    match probe {
+        Ok(()) => return Ok(None),
+        Err(TokenError::NoSuchKey(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let mut last = None;
+    for kind in kinds {
+        match token.generate_secret_key(label, *kind).await {
+            Ok(()) => return Ok(Some(*kind)),
+            Err(e @ TokenError::MechanismNotSupported(_)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| TokenError::Config(format!("no key kind for {label}"))))
+}
