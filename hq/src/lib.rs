@@ -9,6 +9,7 @@
 pub mod client;
 pub mod db;
 pub mod dev_pki;
+pub mod dev_queue;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

@@ -76,6 +76,25 @@ enum Cmd {
         #[arg(long, env = "HQ_DATABASE_URL")]
         database_url: String,
     },
+    /// Test/demo kiosk sender: drains pre-sealed envelopes from a durable file queue
+    /// (`batch-00000001.cbor`, ...; progress in `acked`) to HQ, retrying transport failures.
+    DevKioskSend {
+        /// Queue directory.
+        #[arg(long)]
+        queue: PathBuf,
+        /// HQ address `host:port`.
+        #[arg(long)]
+        hq: String,
+        /// HQ CA (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Kiosk client certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Kiosk client key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Write a demo PKI (CA, server and kiosk certificates, HQ keys) into a directory.
     DevPki {
         /// Output directory.
@@ -126,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(metrics::Metrics::new()),
             );
             let running = server::start(ingestor, tls, listen, metrics_listen).await?;
+            println!("listening on {}", running.addr);
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => running.shutdown().await,
             }
@@ -153,6 +173,23 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("{report:?}");
+        }
+        Cmd::DevKioskSend {
+            queue,
+            hq,
+            ca,
+            cert,
+            key,
+        } => {
+            let client = hq_ingest::client::HqClient::new(
+                &hq,
+                "localhost",
+                &std::fs::read(&ca)?,
+                &std::fs::read(&cert)?,
+                &tls::ClientKey::Pem(std::fs::read(&key)?),
+            )?;
+            let sent = hq_ingest::dev_queue::drain(&queue, &client).await?;
+            println!("drained through batch {sent}");
         }
         Cmd::DevPki { dir } => {
             let pki = dev_pki::generate(&dir)?;
