@@ -21,6 +21,8 @@ pub struct Config {
     pub token: TokenSection,
     pub store: StoreSection,
     pub hq: HqSection,
+    pub ca: CaSection,
+    pub verifiers: VerifiersSection,
     pub privacy: PrivacySection,
 }
 
@@ -333,6 +335,61 @@ impl Default for HqSection {
             retry_max_ms: 60_000,
         }
     }
+}
+
+/// The certificate authority endpoint that issues applicants' certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSection {
+    /// `https://host:port` of the CA's issuing endpoint; absent: the local HQ's demo CA.
+    pub url: Option<String>,
+    /// CA certificate (PEM) pinned for the TLS connection and for checking issued certificates.
+    pub ca_cert: Option<PathBuf>,
+    pub timeout_ms: u64,
+}
+
+impl Default for CaSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca_cert: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One external verification service (carrier, bank, photo comparison).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierEndpoint {
+    /// `https://...` (or `http://127.0.0.1:...` for a stand-in on loopback).
+    pub url: Option<String>,
+    /// CA certificate (PEM) pinned for the service's TLS.
+    pub ca_cert: Option<PathBuf>,
+    pub timeout_ms: u64,
+    /// Further attempts after a transport failure or a 5xx answer.
+    pub retries: u32,
+}
+
+impl Default for VerifierEndpoint {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca_cert: None,
+            timeout_ms: 5_000,
+            retries: 2,
+        }
+    }
+}
+
+/// Endpoints of the verification methods declared in the privacy catalog.
+/// A method without a URL uses the local HQ's stand-in (demo only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifiersSection {
+    pub carrier_3factor: VerifierEndpoint,
+    pub bank_card_4factor: VerifierEndpoint,
+    pub biometric_compare: VerifierEndpoint,
 }
 
 /// The privacy catalog.

@@ -40,6 +40,21 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     check_token(config, &mut c);
     check_store(config, &mut c);
     check_hq(config, &mut c);
+    check_endpoint("ca.url", config.ca.url.as_deref(), &mut c);
+    for (name, ep) in [
+        ("carrier_3factor", &config.verifiers.carrier_3factor),
+        ("bank_card_4factor", &config.verifiers.bank_card_4factor),
+        ("biometric_compare", &config.verifiers.biometric_compare),
+    ] {
+        check_endpoint(&format!("verifiers.{name}.url"), ep.url.as_deref(), &mut c);
+        if ep.timeout_ms == 0 {
+            c.push(
+                &format!("verifiers.{name}.timeout_ms"),
+                "must be greater than 0",
+                "set a timeout such as 5000",
+            );
+        }
+    }
     if let Some(catalog) = &config.privacy.catalog {
         let path = config.resolve(catalog);
         if path.is_file() {
@@ -340,6 +355,21 @@ fn check_hq(config: &Config, c: &mut Collector<'_>) {
                 hq.retry_max_ms
             ),
             "set retry_min_ms = 500 and retry_max_ms = 60000",
+        );
+    }
+}
+
+/// Personal data leaves only over TLS; plain http is allowed to loopback stand-ins only.
+fn check_endpoint(key: &str, url: Option<&str>, c: &mut Collector<'_>) {
+    let Some(url) = url else { return };
+    let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if !url.starts_with("https://") && !loopback {
+        c.push(
+            key,
+            format!("{url:?} is neither https nor a loopback stand-in"),
+            "use an https:// URL (plain http only to 127.0.0.1 for stand-ins)",
         );
     }
 }
