@@ -12,6 +12,7 @@ pub mod dev_pki;
 pub mod dev_queue;
 pub mod ingest;
 pub mod keys;
+pub mod local;
 pub mod metrics;
 pub mod pg_cluster;
 pub mod retention;

@@ -1,0 +1,134 @@
+//! A complete HQ in-process for the daemon's "local HQ" demo mode and end-to-end tests: a
+//! throwaway PostgreSQL cluster, a demo PKI, migrations and the mTLS service on loopback.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use records::{PublicVerifier, RecipientPublicKeys};
+
+use crate::dev_pki::{self, DevPki};
+use crate::ingest::{Ingestor, SystemClock};
+use crate::pg_cluster::TempCluster;
+use crate::server::RunningServer;
+use crate::{db, keys, metrics, server, tls};
+
+/// Failure to start the local HQ.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalHqError {
+    /// PostgreSQL cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::pg_cluster::ClusterError),
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// PKI.
+    #[error(transparent)]
+    Pki(#[from] dev_pki::DevPkiError),
+    /// Key files.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyFileError),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Server.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// Reading a PKI file.
+    #[error("reading {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// A running local HQ. Dropping it stops PostgreSQL; call [`LocalHq::shutdown`] to stop the
+/// listeners first.
+pub struct LocalHq {
+    /// Demo PKI files (CA to pin, kiosk client cert/key, HQ public keys).
+    pub pki: DevPki,
+    /// mTLS listener (`https://localhost:<port>`; server name `localhost`).
+    pub server: RunningServer,
+    /// Connection string of the HQ database.
+    pub database_url: String,
+    /// HQ's record-encryption public keys (what the kiosk seals to).
+    pub recipient_public: RecipientPublicKeys,
+    /// HQ's witness key (verifies cosignatures in acks; key name [`WITNESS_NAME`]).
+    pub witness: PublicVerifier,
+    cluster: TempCluster,
+}
+
+/// Key name in HQ's cosignature lines.
+pub const WITNESS_NAME: &str = "hq-witness";
+
+fn read(path: &Path) -> Result<Vec<u8>, LocalHqError> {
+    std::fs::read(path).map_err(|e| LocalHqError::Io(path.display().to_string(), e))
+}
+
+impl LocalHq {
+    /// Start everything; PKI files go to `pki_dir`. The server listens on `127.0.0.1:0` plus a
+    /// plain `/health` + `/metrics` listener.
+    pub async fn start(pki_dir: &Path) -> Result<Self, LocalHqError> {
+        let cluster = tokio::task::spawn_blocking(TempCluster::start)
+            .await
+            .map_err(|e| crate::pg_cluster::ClusterError::Command {
+                command: "start".into(),
+                detail: e.to_string(),
+            })??;
+        let database_url = cluster.create_database("hq").await?;
+        let (mut client, conn) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+            .await
+            .map_err(db::DbError::from)?;
+        let driver = tokio::spawn(conn);
+        db::migrate(&mut client).await?;
+        drop(client);
+        let _ = driver.await;
+
+        let pki = dev_pki::generate(pki_dir)?;
+        let recipient = keys::load_soft_recipient(&pki.record_key)?;
+        let recipient_public = recipient.public_keys();
+        let witness_key = keys::load_witness_key(&pki.witness_key)?;
+        let witness = witness_key.verifier();
+        let ingestor = Ingestor::new(
+            db::pool(&database_url, 8)?,
+            Arc::new(recipient),
+            Arc::new(witness_key),
+            WITNESS_NAME.into(),
+            Arc::new(SystemClock),
+            Arc::new(metrics::Metrics::new()),
+        );
+        let tls_config = tls::server_config(
+            &read(&pki.ca_cert)?,
+            &read(&pki.server_cert)?,
+            &read(&pki.server_key)?,
+        )?;
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = server::start(ingestor, tls_config, loopback, Some(loopback)).await?;
+        Ok(Self {
+            pki,
+            server,
+            database_url,
+            recipient_public,
+            witness,
+            cluster,
+        })
+    }
+
+    /// Register a kiosk's envelope-signing key (kiosk id = its client certificate CN).
+    pub async fn register_kiosk(
+        &self,
+        kiosk_id: &str,
+        key: &PublicVerifier,
+    ) -> Result<(), LocalHqError> {
+        let (client, conn) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+            .await
+            .map_err(db::DbError::from)?;
+        let driver = tokio::spawn(conn);
+        db::register_kiosk(&client, kiosk_id, key).await?;
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    }
+
+    /// Stop the listeners, then PostgreSQL.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        drop(self.cluster);
+    }
+}
