@@ -263,7 +263,29 @@ pub fn seal_batch_with_digest(
     };
     let header_bytes = codec::to_vec(&header)?;
     let plaintext = Zeroizing::new(batch.to_bytes()?);
-    let (key_encap, nonce, ciphertext) = match suite {
+    let (key_encap, nonce, ciphertext) = encrypt_to(suite, recipient, &header_bytes, &plaintext)?;
+    let mut wire = EnvelopeWire {
+        schema_version: SCHEMA_VERSION,
+        header: header_bytes,
+        key_encap,
+        nonce,
+        ciphertext,
+        signature: Vec::new(),
+    };
+    let digest = envelope_digest(&wire);
+    wire.signature = signer.sign(&digest)?;
+    Ok((codec::to_vec(&wire)?, digest))
+}
+
+/// Encrypt `plaintext` to HQ under `suite`, binding `aad`: returns (key
+/// encapsulation, nonce, ciphertext). Shared by batches and single fields.
+fn encrypt_to(
+    suite: Suite,
+    recipient: &RecipientPublicKeys,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), EnvelopeError> {
+    Ok(match suite {
         Suite::Gm => {
             let pk = sm2::pke::EncryptingKey::from_sec1_bytes(&recipient.sm2_sec1)
                 .map_err(|_| EnvelopeError::RecipientKey(suite.name()))?;
@@ -278,8 +300,8 @@ pub fn seal_batch_with_digest(
                 .encrypt(
                     &(*nonce).into(),
                     Payload {
-                        msg: &plaintext,
-                        aad: &header_bytes,
+                        msg: plaintext,
+                        aad,
                     },
                 )
                 .map_err(|_| EnvelopeError::Encrypt)?;
@@ -292,25 +314,65 @@ pub fn seal_batch_with_digest(
                 &hpke::OpModeS::Base,
                 &pk,
                 HPKE_INFO,
-                &plaintext,
-                &header_bytes,
+                plaintext,
+                aad,
                 &mut rng(),
             )
             .map_err(|_| EnvelopeError::Encrypt)?;
             (encapped.to_bytes().to_vec(), Vec::new(), ct)
         }
-    };
-    let mut wire = EnvelopeWire {
-        schema_version: SCHEMA_VERSION,
-        header: header_bytes,
+    })
+}
+
+/// One personal field encrypted to HQ at the kiosk (catalog transfer rule
+/// `encrypt`), so that it never sits in the kiosk's outbox in clear. The item
+/// name is bound as associated data: a sealed name cannot pass for an address.
+#[derive(Serialize, Deserialize)]
+struct SealedFieldWire {
+    suite: String,
+    #[serde(with = "serde_bytes")]
+    key_encap: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    nonce: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    ciphertext: Vec<u8>,
+}
+
+fn field_aad(item: &str) -> Vec<u8> {
+    format!("kioskd-field/v1/{item}").into_bytes()
+}
+
+/// Encrypt one field value to HQ.
+pub fn seal_field(
+    suite: Suite,
+    recipient: &RecipientPublicKeys,
+    item: &str,
+    value: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let (key_encap, nonce, ciphertext) = encrypt_to(suite, recipient, &field_aad(item), value)?;
+    Ok(codec::to_vec(&SealedFieldWire {
+        suite: suite.name().to_owned(),
         key_encap,
         nonce,
         ciphertext,
-        signature: Vec::new(),
-    };
-    let digest = envelope_digest(&wire);
-    wire.signature = signer.sign(&digest)?;
-    Ok((codec::to_vec(&wire)?, digest))
+    })?)
+}
+
+/// Decrypt a field sealed by [`seal_field`] for `item` (HQ side).
+pub fn open_field(
+    recipient: &dyn EnvelopeRecipient,
+    item: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let wire: SealedFieldWire = codec::from_slice(sealed)?;
+    let suite = Suite::from_name(&wire.suite)?;
+    recipient.open(
+        suite,
+        &wire.key_encap,
+        &wire.nonce,
+        &field_aad(item),
+        &wire.ciphertext,
+    )
 }
 
 /// A parsed, not yet verified envelope.
@@ -645,5 +707,26 @@ mod tests {
             Err(CodecError::UnsupportedSchemaVersion { found: 2, .. })
         ));
         assert!(SealedEnvelope::parse(b"\xff\x00garbage").is_err());
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_per_suite_and_are_bound_to_their_item() {
+        let hq = SoftRecipient::generate();
+        for suite in [Suite::Gm, Suite::Nist] {
+            let sealed = seal_field(suite, &hq.public_keys(), "name", "测试丙".as_bytes()).unwrap();
+            assert!(!sealed.windows(9).any(|w| w == "测试丙".as_bytes()));
+            assert_eq!(
+                &open_field(&hq, "name", &sealed).unwrap()[..],
+                "测试丙".as_bytes()
+            );
+            assert!(open_field(&hq, "address", &sealed).is_err(), "{suite:?}");
+            let other = SoftRecipient::generate();
+            assert!(open_field(&other, "name", &sealed).is_err(), "{suite:?}");
+        }
     }
 }

@@ -28,7 +28,7 @@ pub mod wire;
 pub use codec::CodecError;
 pub use envelope::{
     EnvelopeError, EnvelopeHeader, EnvelopeRecipient, RecipientPublicKeys, SealedEnvelope,
-    SoftRecipient, Suite, seal_batch,
+    SoftRecipient, Suite, open_field, seal_batch, seal_field,
 };
 pub use signing::{
     PublicVerifier, RecordSigner, SM2_DEFAULT_DISTID, SignatureAlgorithm, SignatureError,
