@@ -474,27 +474,12 @@ impl Ingestor {
         }
 
         if !rows.is_empty() {
-            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-            let ids: Vec<&[u8]> = rows.iter().map(|r| r.record_id.as_slice()).collect();
-            let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-            let subjects: Vec<Option<&[u8]>> =
-                rows.iter().map(|r| r.subject_ref.as_deref()).collect();
-            let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
-            tx.execute(
-                "INSERT INTO records (kiosk_id, seq, record_id, kind, subject_ref, body, batch_seq, received_at)
-                 SELECT $1, u.seq, u.record_id, u.kind, u.subject_ref, u.body, $7, $8
-                 FROM unnest($2::int8[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[])
-                      AS u(seq, record_id, kind, subject_ref, body)",
-                &[
-                    &client_kiosk_id,
-                    &seqs,
-                    &ids,
-                    &kinds,
-                    &subjects,
-                    &bodies,
-                    &to_i64(batch.batch_seq, "batch seq")?,
-                    &now,
-                ],
+            copy_records(
+                &tx,
+                client_kiosk_id,
+                to_i64(batch.batch_seq, "batch seq")?,
+                now,
+                &rows,
             )
             .await?;
         }
@@ -605,6 +590,56 @@ impl Ingestor {
             (offered, new_root),
         ))
     }
+}
+
+/// Binary COPY of the batch's records inside the ingest transaction (the primary key still
+/// forbids duplicates; order and contiguity were checked under the kiosk row lock).
+async fn copy_records(
+    tx: &deadpool_postgres::Transaction<'_>,
+    kiosk_id: &str,
+    batch_seq: i64,
+    now: OffsetDateTime,
+    rows: &[RecordRow],
+) -> Result<(), IngestError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let sink = tx
+        .copy_in(
+            "COPY records (kiosk_id, seq, record_id, kind, subject_ref, body, batch_seq, received_at)
+             FROM STDIN BINARY",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+        ],
+    );
+    let mut writer = std::pin::pin!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &kiosk_id,
+                &r.seq,
+                &r.record_id,
+                &r.kind,
+                &r.subject_ref,
+                &r.body,
+                &batch_seq,
+                &now,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 async fn mark_subject(
