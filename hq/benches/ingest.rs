@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hq_ingest::client::{ClientError, HqClient};
+use hq_ingest::client::HqClient;
 use hq_ingest::dev_pki::{self, DEMO_KIOSK_ID};
 use hq_ingest::ingest::{Ingestor, SystemClock};
 use hq_ingest::pg_cluster::TempCluster;
@@ -119,7 +119,7 @@ async fn main() {
 
     let started = Instant::now();
     // The kiosk seals the next batch while the previous one is in flight.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
     let sealer = {
         let signer = signer.clone();
         tokio::task::spawn_blocking(move || {
@@ -152,53 +152,12 @@ async fn main() {
             }
         })
     };
-    // Up to WINDOW batches in flight on separate connections, so HQ verifies and decrypts
-    // batch N+1 while batch N commits. A batch that overtakes its predecessor gets a typed
-    // `batch_gap` rejection and is resent once the predecessor is acknowledged.
-    const WINDOW: u64 = 2;
-    let mut conns = Vec::new();
-    for _ in 0..WINDOW {
-        conns.push(Arc::new(tokio::sync::Mutex::new(
-            client.connect().await.expect("connect to hq"),
-        )));
-    }
-    let (acked_tx, acked_rx) = tokio::sync::watch::channel(0u64);
-    let acked_tx = Arc::new(acked_tx);
-    let mut last_ack = 0u64;
-    let mut tasks = Vec::new();
-    while let Some((seq, env)) = rx.recv().await {
-        let mut window = acked_rx.clone();
-        window
-            .wait_for(|acked| acked + WINDOW >= seq)
-            .await
-            .expect("ack channel");
-        let conn = conns[(seq % WINDOW) as usize].clone();
-        let (acked_tx, mut acked_rx) = (acked_tx.clone(), acked_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = conn.lock().await;
-            loop {
-                match conn.send_envelope(env.clone()).await {
-                    Ok(ack) => {
-                        acked_tx.send_modify(|a| *a = (*a).max(seq));
-                        return ack.acked_through_seq;
-                    }
-                    Err(ClientError::Rejected { rejection, .. })
-                        if rejection.code == "batch_gap" =>
-                    {
-                        acked_rx
-                            .wait_for(|acked| *acked + 1 >= seq)
-                            .await
-                            .expect("ack channel");
-                    }
-                    Err(e) => panic!("batch {seq} failed: {e}"),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        last_ack = last_ack.max(t.await.expect("sender task"));
-    }
-    let acked = last_ack;
+    // Two batches in flight: HQ decrypts batch N+1 while batch N commits.
+    let mut acked = 0;
+    client
+        .send_windowed(rx, 2, |ack| acked = ack.acked_through_seq)
+        .await
+        .expect("drain accepted");
     sealer.await.expect("sealer");
     let ingest_secs = started.elapsed().as_secs_f64();
     assert_eq!(acked, total, "every record acknowledged");

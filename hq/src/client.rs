@@ -111,6 +111,63 @@ impl HqClient {
         self.connect().await?.send_envelope(envelope).await
     }
 
+    /// Send sealed envelopes `(batch_seq, bytes)` in batch order with up to `window` batches in
+    /// flight on separate connections, so HQ decrypts batch N+1 while batch N commits. A batch
+    /// that overtakes its predecessor is refused by HQ with `batch_gap` and resent here once
+    /// the predecessor is acknowledged. `on_ack` runs in batch order, after HQ committed (purge
+    /// local data there). Returns the first error; the caller resends from its durable queue
+    /// later (replays are acknowledged as duplicates).
+    pub async fn send_windowed(
+        &self,
+        mut envelopes: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+        window: u64,
+        mut on_ack: impl FnMut(Ack) + Send,
+    ) -> Result<(), ClientError> {
+        let window = window.max(1);
+        let mut conns = Vec::new();
+        for _ in 0..window {
+            conns.push(Arc::new(tokio::sync::Mutex::new(self.connect().await?)));
+        }
+        let (acked_tx, acked_rx) = tokio::sync::watch::channel(0u64);
+        let acked_tx = Arc::new(acked_tx);
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut first_seq = None;
+        while let Some((seq, envelope)) = envelopes.recv().await {
+            let base = *first_seq.get_or_insert(seq);
+            while in_flight.len() as u64 >= window {
+                let task: tokio::task::JoinHandle<Result<Ack, ClientError>> =
+                    in_flight.pop_front().ok_or_else(|| transport("window"))?;
+                on_ack(task.await.map_err(transport)??);
+            }
+            let conn = conns[(seq % window) as usize].clone();
+            let (acked_tx, mut acked_rx) = (acked_tx.clone(), acked_rx.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                let mut conn = conn.lock().await;
+                loop {
+                    match conn.send_envelope(envelope.clone()).await {
+                        Ok(ack) => {
+                            acked_tx.send_modify(|a| *a = (*a).max(seq));
+                            return Ok(ack);
+                        }
+                        Err(ClientError::Rejected { rejection, .. })
+                            if rejection.code == "batch_gap" && seq > base =>
+                        {
+                            acked_rx
+                                .wait_for(|acked| *acked + 1 >= seq)
+                                .await
+                                .map_err(transport)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }));
+        }
+        while let Some(task) = in_flight.pop_front() {
+            on_ack(task.await.map_err(transport)??);
+        }
+        Ok(())
+    }
+
     /// GET a path (e.g. `/health`) over mTLS; returns status and body.
     pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
         let mut conn = self.connect().await?;

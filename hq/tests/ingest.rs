@@ -283,3 +283,35 @@ async fn two_instances_share_one_database_without_duplicates() {
         10
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_sending_keeps_order_and_stores_once() {
+    let hq = Hq::start("windowed", 1).await;
+    let mut kiosk = KioskSim::new(DEMO_KIOSK_ID, hq.recipient_public.clone(), Suite::Gm);
+    hq.register(&kiosk).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let envelopes: Vec<_> = (1..=12u64)
+        .map(|b| {
+            (
+                b,
+                kiosk.seal_next(vec![applicant(1), applicant(2), applicant(3)]),
+            )
+        })
+        .collect();
+    tokio::spawn(async move {
+        for e in envelopes {
+            tx.send(e).await.unwrap();
+        }
+    });
+    let mut acks = Vec::new();
+    hq.client(0)
+        .send_windowed(rx, 3, |ack| {
+            acks.push((ack.batch_seq, ack.acked_through_seq))
+        })
+        .await
+        .unwrap();
+    let expected: Vec<_> = (1..=12u64).map(|b| (b, b * 3)).collect();
+    assert_eq!(acks, expected, "acks delivered in batch order");
+    assert_eq!(hq.count("SELECT count(*) FROM records").await, 36);
+    assert_eq!(hq.count("SELECT count(*) FROM batches").await, 12);
+}

@@ -277,6 +277,9 @@ pub fn seal_batch_with_digest(
     Ok((codec::to_vec(&wire)?, digest))
 }
 
+/// Output of [`encrypt_to`]: (key encapsulation, nonce, ciphertext).
+type EncryptedParts = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// Encrypt `plaintext` to HQ under `suite`, binding `aad`: returns (key
 /// encapsulation, nonce, ciphertext). Shared by batches and single fields.
 fn encrypt_to(
@@ -284,7 +287,7 @@ fn encrypt_to(
     recipient: &RecipientPublicKeys,
     aad: &[u8],
     plaintext: &[u8],
-) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), EnvelopeError> {
+) -> Result<EncryptedParts, EnvelopeError> {
     Ok(match suite {
         Suite::Gm => {
             let pk = sm2::pke::EncryptingKey::from_sec1_bytes(&recipient.sm2_sec1)
