@@ -104,6 +104,9 @@ pub async fn serve(
         started,
         catalog,
         keys: Arc::new(keys),
+        sessions: Arc::new(crate::session::Sessions::new(Duration::from_secs(
+            config.api.session_idle_secs,
+        ))),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -255,6 +258,13 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Some(expired) = state.sessions.take_expired() {
+            tracing::info!(session = %expired, "applicant session expired; discarding what it collected");
+            if let Err(e) = crate::api::sessions::discard_session(&state, &expired, "expired").await
+            {
+                tracing::warn!(error = %e.message, "discarding an expired session failed");
+            }
         }
         let st = state.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), String> {

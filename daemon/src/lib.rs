@@ -15,11 +15,13 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod intake;
 pub mod keys;
 pub mod logging;
 pub mod privacy;
 pub mod retention;
 pub mod rights;
+pub mod session;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -64,3 +64,20 @@ impl From<crate::store::StoreError> for ApiError {
         )
     }
 }
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        crate::store::StoreError::from(e).into()
+    }
+}
+
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        tracing::error!(error = %e, "audit log write failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log could not be written; nothing was changed",
+        )
+    }
+}

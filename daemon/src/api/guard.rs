@@ -61,6 +61,42 @@ pub async fn check_host(
     }
 }
 
+/// State-changing requests must come from the kiosk's own pages: an `Origin`
+/// (sent by browsers on cross-site and on all POST/DELETE requests) must name
+/// an allowed host, and `Sec-Fetch-Site`, when present, must not be
+/// `cross-site`. Together with JSON-only bodies and no CORS headers this stops
+/// cross-site request forgery from any page the kiosk browser might open.
+pub async fn check_cross_site(
+    State(allowed): State<Arc<AllowedHosts>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    if !safe {
+        let headers = req.headers();
+        let origin_ok = match headers.get("origin").and_then(|o| o.to_str().ok()) {
+            None => true,
+            Some(o) => o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_some_and(|host| allowed.allows(host)),
+        };
+        let site_ok = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v != "cross-site");
+        if !origin_ok || !site_ok {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "state-changing requests are accepted only from the kiosk's own pages",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

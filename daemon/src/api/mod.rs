@@ -4,6 +4,7 @@
 
 mod error;
 mod guard;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub started: Instant,
     pub catalog: Arc<kiosk_config::Catalog>,
     pub keys: Arc<crate::token_keys::KioskKeys>,
+    pub sessions: Arc<crate::session::Sessions>,
 }
 
 /// Build the API router.
@@ -33,8 +35,13 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
     Router::new()
         .route("/v1/health", get(health))
+        .merge(sessions::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            allowed.clone(),
+            guard::check_cross_site,
+        ))
         .layer(middleware::from_fn_with_state(allowed, guard::check_host))
         .with_state(state)
 }
@@ -46,6 +53,10 @@ struct Health {
     kiosk_id: String,
     uptime_ms: u128,
     store_schema: i64,
+    intake: &'static str,
+    intake_detail: Option<String>,
+    applicant_session_active: bool,
+    sync_backlog: u64,
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
@@ -53,12 +64,29 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     let store_schema = tokio::task::spawn_blocking(move || store.schema_version())
         .await
         .map_err(|_| ApiError::internal("health check task failed"))??;
+    let store_dir = state
+        .store
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let intake = crate::intake::check(&store_dir, state.config.store.min_free_bytes);
+    let st = state.store.clone();
+    let sync_backlog = tokio::task::spawn_blocking(move || crate::sync::status(&st))
+        .await
+        .map_err(|_| ApiError::internal("health check task failed"))?
+        .map(|s| s.backlog)
+        .unwrap_or(0);
     Ok(Json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         kiosk_id: state.config.kiosk.id.clone(),
         uptime_ms: state.started.elapsed().as_millis(),
         store_schema,
+        intake: if intake.is_ok() { "open" } else { "paused" },
+        intake_detail: intake.err().map(|e| e.to_string()),
+        applicant_session_active: state.sessions.active(),
+        sync_backlog,
     }))
 }
 

@@ -1,0 +1,420 @@
+//! Applicant sessions and consent: `POST /v1/sessions` opens one (refused
+//! while another applicant is active or while intake is paused for lack of
+//! disk), `GET` shows it, `DELETE` cancels it leaving no personal data behind,
+//! `POST /v1/sessions/{id}/consents` records consent — to the purpose, then
+//! separately to each sensitive item and to transfers that need their own —
+//! and `POST .../consents/withdraw` withdraws. Nothing is pre-ticked: only what
+//! the request names is granted.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiosk_config::Destination;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::app::now_ms;
+use crate::audit::{self, Actor, AuditEvent};
+use crate::privacy::consent::{ConsentError, Ledger, Scope};
+use crate::session::{ApplicantSession, SessionError};
+use crate::store::subjects::Subjects;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", post(open))
+        .route("/v1/sessions/{id}", get(show).delete(cancel))
+        .route("/v1/sessions/{id}/consents", post(consent))
+        .route("/v1/sessions/{id}/consents/withdraw", post(withdraw))
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let (status, code) = match e {
+            SessionError::Busy => (StatusCode::CONFLICT, "session_busy"),
+            SessionError::NotFound => (StatusCode::NOT_FOUND, "session_not_found"),
+            SessionError::Unauthorized => (StatusCode::UNAUTHORIZED, "session_unauthorized"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> Self {
+        let code = match &e {
+            ConsentError::Catalog(_) => "not_declared",
+            ConsentError::NoPurposeConsent { .. } => "consent_required",
+            ConsentError::SeparateConsentRequired { .. } => "separate_consent_required",
+            ConsentError::Withdrawn { .. } => "consent_withdrawn",
+            ConsentError::TransferConsentRequired { .. } => "transfer_consent_required",
+            ConsentError::Sql(_) | ConsentError::Audit(_) => {
+                tracing::error!(error = %e, "consent store failed");
+                return ApiError::internal("the consent could not be recorded");
+            }
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+/// The session named in the path, authenticated by its bearer token.
+pub fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<ApplicantSession, ApiError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    Ok(state.sessions.authenticate(id, token)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenRequest {
+    service: String,
+}
+
+#[derive(Serialize)]
+struct ItemView {
+    item: String,
+    label: String,
+    sensitivity: kiosk_config::Sensitivity,
+    required: bool,
+    separate_consent: bool,
+    transfer_consent: Vec<Destination>,
+}
+
+#[derive(Serialize)]
+struct MethodView {
+    method: String,
+    label: String,
+    biometric: bool,
+    /// Exactly what the method's external service receives.
+    fields: Vec<String>,
+    recipient: String,
+}
+
+#[derive(Serialize)]
+struct Opened {
+    session_id: String,
+    token: String,
+    service: String,
+    purpose: String,
+    policy_version: String,
+    items: Vec<ItemView>,
+    methods: Vec<MethodView>,
+    idle_timeout_secs: u64,
+}
+
+async fn open(
+    State(state): State<AppState>,
+    Json(req): Json<OpenRequest>,
+) -> Result<(StatusCode, Json<Opened>), ApiError> {
+    let svc = state
+        .catalog
+        .service(&req.service)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "unknown_service", e.to_string()))?
+        .clone();
+    let store_dir = state
+        .store
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    crate::intake::check(&store_dir, state.config.store.min_free_bytes).map_err(|e| {
+        tracing::warn!(error = %e, "intake paused");
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "intake_paused",
+            e.to_string(),
+        )
+    })?;
+    let (session, token, expired) = state.sessions.open(&req.service)?;
+    if let Some(old) = expired {
+        discard_session(&state, &old, "expired").await?;
+    }
+    let items = svc
+        .required
+        .iter()
+        .map(|i| (i, true))
+        .chain(svc.optional.iter().map(|i| (i, false)))
+        .filter_map(|(i, required)| {
+            let d = state.catalog.items.get(i)?;
+            Some(ItemView {
+                item: i.clone(),
+                label: d.label.clone(),
+                sensitivity: d.sensitivity,
+                required,
+                separate_consent: d.sensitivity.needs_separate_consent(),
+                transfer_consent: d.transfer_consent.clone(),
+            })
+        })
+        .collect();
+    let methods = svc
+        .methods
+        .iter()
+        .filter_map(|m| {
+            let d = state.catalog.methods.get(m)?;
+            Some(MethodView {
+                method: m.clone(),
+                label: d.label.clone(),
+                biometric: d.biometric,
+                fields: d.fields.clone(),
+                recipient: d.recipient.clone(),
+            })
+        })
+        .collect();
+    let st = state.clone();
+    let sid = session.id.clone();
+    let service = req.service.clone();
+    blocking(move || {
+        let mut conn = st.store.conn()?;
+        audit::record(
+            &mut conn,
+            now_ms(),
+            &AuditEvent {
+                actor: Actor::Applicant(sid.clone()),
+                action: "session.open",
+                subject: None,
+                detail: json!({ "service": service }),
+            },
+        )?;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(session = %session.id, service = %req.service, "applicant session opened");
+    Ok((
+        StatusCode::CREATED,
+        Json(Opened {
+            session_id: session.id,
+            token,
+            service: req.service,
+            purpose: svc.label,
+            policy_version: state.catalog.policy_version.clone(),
+            items,
+            methods,
+            idle_timeout_secs: state.config.api.session_idle_secs,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    session_id: String,
+    service: String,
+    consents: Vec<serde_json::Value>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    let st = state.clone();
+    let sid = session.id.clone();
+    let consents = blocking(move || {
+        let conn = st.store.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT service, item, scope, policy_version, granted_at, withdrawn_at FROM consents
+             WHERE session_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([&sid], |r| {
+                Ok(json!({
+                    "service": r.get::<_, String>(0)?,
+                    "item": r.get::<_, Option<String>>(1)?,
+                    "scope": r.get::<_, String>(2)?,
+                    "policy_version": r.get::<_, String>(3)?,
+                    "granted_at_ms": r.get::<_, i64>(4)?,
+                    "withdrawn_at_ms": r.get::<_, Option<i64>>(5)?,
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+    .await?;
+    Ok(Json(SessionView {
+        session_id: session.id,
+        service: session.service,
+        consents,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferConsent {
+    item: String,
+    destination: Destination,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentRequest {
+    /// Consent to the purpose (the service) itself.
+    #[serde(default)]
+    purpose: bool,
+    /// Items consented to separately (sensitive and biometric ones need it).
+    #[serde(default)]
+    items: Vec<String>,
+    /// Transfers that need their own consent (face image to a verifier).
+    #[serde(default)]
+    transfers: Vec<TransferConsent>,
+}
+
+async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<ConsentRequest>,
+) -> Result<Json<SessionView>, ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    // Validate everything before writing anything.
+    for item in req
+        .items
+        .iter()
+        .chain(req.transfers.iter().map(|t| &t.item))
+    {
+        state
+            .catalog
+            .permit(&session.service, None, item)
+            .or_else(|e| {
+                // An item a verification method sends is declared through the method.
+                let methods = &state.catalog.service(&session.service)?.methods;
+                methods
+                    .iter()
+                    .find_map(|m| state.catalog.permit(&session.service, Some(m), item).ok())
+                    .ok_or(e)
+            })
+            .map_err(ConsentError::from)?;
+    }
+    let st = state.clone();
+    let s = session.clone();
+    blocking(move || {
+        let ledger = Ledger {
+            catalog: &st.catalog,
+            session: &s.id,
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let at = now_ms();
+        if req.purpose {
+            ledger.grant(&tx, at, &s.service, None, Scope::Collect)?;
+        }
+        for item in &req.items {
+            ledger.grant(&tx, at, &s.service, Some(item), Scope::Collect)?;
+        }
+        for t in &req.transfers {
+            ledger.grant(
+                &tx,
+                at,
+                &s.service,
+                Some(&t.item),
+                Scope::Transfer(t.destination),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    show(State(state), headers, Path(id)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawRequest {
+    /// Items to withdraw; empty withdraws the purpose and everything under it.
+    #[serde(default)]
+    items: Vec<String>,
+}
+
+async fn withdraw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<WithdrawRequest>,
+) -> Result<Json<SessionView>, ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    let st = state.clone();
+    let s = session.clone();
+    blocking(move || {
+        let ledger = Ledger {
+            catalog: &st.catalog,
+            session: &s.id,
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let at = now_ms();
+        if req.items.is_empty() {
+            ledger.withdraw(&tx, at, &s.service, None)?;
+        }
+        for item in &req.items {
+            ledger.withdraw(&tx, at, &s.service, Some(item))?;
+        }
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    show(State(state), headers, Path(id)).await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    discard_session(&state, &session.id, "cancelled").await?;
+    state.sessions.close(&session.id);
+    tracing::info!(session = %session.id, "applicant session cancelled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Leave nothing personal behind from a session that did not complete:
+/// purge any subject it stored and drop its not yet sent records.
+pub async fn discard_session(
+    state: &AppState,
+    session_id: &str,
+    reason: &'static str,
+) -> Result<(), ApiError> {
+    let st = state.clone();
+    let sid = session_id.to_string();
+    blocking(move || {
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let at = now_ms();
+        let subjects: Vec<String> = tx
+            .prepare("SELECT subject_id FROM subjects WHERE session_id = ?1 AND purged_at IS NULL")?
+            .query_map([&sid], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let actor = Actor::Applicant(sid.clone());
+        for s in &subjects {
+            Subjects::purge(&tx, at, &actor, s, reason)
+                .map_err(|e| ApiError::internal(format!("purge failed: {e}")))?;
+        }
+        audit::append(
+            &tx,
+            at,
+            &AuditEvent {
+                actor,
+                action: "session.close",
+                subject: None,
+                detail: json!({ "reason": reason, "purged_subjects": subjects.len() }),
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await
+}
+
+/// Run store work on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("a store task failed"))?
+}

@@ -1,0 +1,172 @@
+//! Applicant sessions: one at a time per kiosk (one person stands at the
+//! screen), identified by a random id and authenticated by a random bearer
+//! token that the kiosk page holds in memory; expired after
+//! `api.session_idle_secs` without a request. A session sees only its own data.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Why a session request fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("another applicant is using the kiosk")]
+    Busy,
+    #[error("no such session, or it expired")]
+    NotFound,
+    #[error("the session token is missing or wrong")]
+    Unauthorized,
+}
+
+/// The live applicant session.
+#[derive(Debug, Clone)]
+pub struct ApplicantSession {
+    pub id: String,
+    pub service: String,
+    token_digest: [u8; 32],
+    last_seen: Instant,
+}
+
+/// The kiosk's single applicant slot.
+pub struct Sessions {
+    slot: Mutex<Option<ApplicantSession>>,
+    idle: Duration,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("system randomness");
+    hex::encode(b)
+}
+
+impl Sessions {
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            slot: Mutex::new(None),
+            idle,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ApplicantSession>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open a session for `service`; returns (id, token). An expired session
+    /// is replaced (its id is returned second so the caller can clean it up).
+    pub fn open(
+        &self,
+        service: &str,
+    ) -> Result<(ApplicantSession, String, Option<String>), SessionError> {
+        let mut slot = self.lock();
+        let mut expired = None;
+        if let Some(s) = slot.as_ref() {
+            if s.last_seen.elapsed() < self.idle {
+                return Err(SessionError::Busy);
+            }
+            expired = Some(s.id.clone());
+        }
+        let token = random_hex(32);
+        let session = ApplicantSession {
+            id: uuid::Uuid::new_v4().to_string(),
+            service: service.to_string(),
+            token_digest: digest(&token),
+            last_seen: Instant::now(),
+        };
+        *slot = Some(session.clone());
+        Ok((session, token, expired))
+    }
+
+    /// Check the bearer token of session `id` and refresh its idle timer.
+    pub fn authenticate(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<ApplicantSession, SessionError> {
+        let mut slot = self.lock();
+        let s = slot.as_mut().ok_or(SessionError::NotFound)?;
+        if s.id != id || s.last_seen.elapsed() >= self.idle {
+            return Err(SessionError::NotFound);
+        }
+        let token = token.ok_or(SessionError::Unauthorized)?;
+        if digest(token) != s.token_digest {
+            return Err(SessionError::Unauthorized);
+        }
+        s.last_seen = Instant::now();
+        Ok(s.clone())
+    }
+
+    /// End session `id` (cancel or finish).
+    pub fn close(&self, id: &str) -> bool {
+        let mut slot = self.lock();
+        if slot.as_ref().is_some_and(|s| s.id == id) {
+            *slot = None;
+            return true;
+        }
+        false
+    }
+
+    /// Take the session out if it has been idle too long (the idle sweeper).
+    pub fn take_expired(&self) -> Option<String> {
+        let mut slot = self.lock();
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.last_seen.elapsed() >= self.idle)
+        {
+            return slot.take().map(|s| s.id);
+        }
+        None
+    }
+
+    pub fn active(&self) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|s| s.last_seen.elapsed() < self.idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_applicant_at_a_time_with_a_token() {
+        let s = Sessions::new(Duration::from_secs(60));
+        let (a, token, _) = s.open("cert_application").unwrap();
+        assert_eq!(s.open("cert_application").unwrap_err(), SessionError::Busy);
+        assert_eq!(
+            s.authenticate(&a.id, Some("wrong")).unwrap_err(),
+            SessionError::Unauthorized
+        );
+        assert_eq!(
+            s.authenticate(&a.id, None).unwrap_err(),
+            SessionError::Unauthorized
+        );
+        assert_eq!(
+            s.authenticate("other", Some(&token)).unwrap_err(),
+            SessionError::NotFound
+        );
+        assert_eq!(
+            s.authenticate(&a.id, Some(&token)).unwrap().service,
+            "cert_application"
+        );
+        assert!(s.close(&a.id));
+        assert!(s.open("lifecycle").is_ok());
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_are_replaced() {
+        let s = Sessions::new(Duration::ZERO);
+        let (a, token, _) = s.open("cert_application").unwrap();
+        assert_eq!(
+            s.authenticate(&a.id, Some(&token)).unwrap_err(),
+            SessionError::NotFound
+        );
+        let (_, _, expired) = s.open("cert_application").unwrap();
+        assert_eq!(expired.as_deref(), Some(a.id.as_str()));
+    }
+}

@@ -1,0 +1,162 @@
+//! The applicant-session API over the real binary: one applicant at a time,
+//! bearer tokens, consent per purpose and separately per sensitive item,
+//! cancellation, DNS-rebinding and cross-site guards, stable error codes.
+
+mod common;
+
+use common::Kioskd;
+use serde_json::json;
+
+#[test]
+fn session_consent_and_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(dir.path(), "");
+    let (status, opened) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "cert_application"})),
+    );
+    assert_eq!(status, 201, "{opened}");
+    let id = opened["session_id"].as_str().unwrap().to_string();
+    let token = opened["token"].as_str().unwrap().to_string();
+    let items = opened["items"].as_array().unwrap();
+    let fp = items.iter().find(|i| i["item"] == "fingerprint").unwrap();
+    assert_eq!(fp["separate_consent"], true);
+    assert_eq!(fp["sensitivity"], "biometric");
+    let methods = opened["methods"].as_array().unwrap();
+    assert!(
+        methods.iter().any(|m| m["biometric"] == false),
+        "a non-face method is always offered"
+    );
+
+    // A second applicant is refused while the first is active.
+    let (status, body) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "cert_application"})),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "session_busy");
+
+    // Wrong token, unknown fields, undeclared items: refused without side effects.
+    let path = format!("/v1/sessions/{id}/consents");
+    assert_eq!(
+        k.call("POST", &path, Some("nope"), Some(json!({"purpose": true})))
+            .0,
+        401
+    );
+    assert_eq!(
+        k.call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"purpose": true, "pre_ticked": true}))
+        )
+        .0,
+        422
+    );
+    let (status, body) = k.call(
+        "POST",
+        &path,
+        Some(&token),
+        Some(json!({"purpose": true, "items": ["salary"]})),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "not_declared");
+    let (_, view) = k.call("GET", &format!("/v1/sessions/{id}"), Some(&token), None);
+    assert_eq!(
+        view["consents"].as_array().unwrap().len(),
+        0,
+        "nothing recorded by refused requests"
+    );
+
+    let (status, view) = k.call(
+        "POST",
+        &path,
+        Some(&token),
+        Some(json!({"purpose": true, "items": ["fingerprint", "face_image"]})),
+    );
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["consents"].as_array().unwrap().len(), 3);
+    let (status, view) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/consents/withdraw"),
+        Some(&token),
+        Some(json!({"items": ["fingerprint"]})),
+    );
+    assert_eq!(status, 200);
+    let withdrawn = view["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["withdrawn_at_ms"].is_null())
+        .count();
+    assert_eq!(withdrawn, 1);
+
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+    assert_eq!(
+        k.call("GET", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        404
+    );
+    let (status, _) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "lifecycle"})),
+    );
+    assert_eq!(status, 201, "the kiosk is free again after a cancel");
+    k.stop();
+}
+
+#[test]
+fn foreign_hosts_and_cross_site_posts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(dir.path(), "");
+    let agent = Kioskd::agent();
+    let url = format!("{}/v1/health", k.base);
+    let resp = agent
+        .get(&url)
+        .header("Host", "attacker.example")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 421);
+    let resp = agent
+        .post(&format!("{}/v1/sessions", k.base))
+        .header("Origin", "http://attacker.example")
+        .send_json(json!({"service": "cert_application"}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = agent
+        .post(&format!("{}/v1/sessions", k.base))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send_json(json!({"service": "cert_application"}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    // No permissive CORS.
+    let resp = agent
+        .get(&url)
+        .header("Origin", "http://attacker.example")
+        .call()
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // Oversized and malformed bodies are rejected with a code.
+    let big = "x".repeat(300 * 1024);
+    let (status, _) = k.call("POST", "/v1/sessions", None, Some(json!({"service": big})));
+    assert_eq!(status, 413);
+    let (status, body) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "no_such_service"})),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "unknown_service");
+    k.stop();
+}

@@ -1,0 +1,169 @@
+//! Running the real `kioskd` binary in tests: a temp data dir, an optional
+//! config file, the API address read from its JSON start-up log, and all of
+//! its log output kept so tests can scan it for personal data.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const KIOSKD: &str = env!("CARGO_BIN_EXE_kioskd");
+
+pub struct Kioskd {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Kioskd {
+    /// Start kioskd on `data_dir` with `config` (TOML text, may be empty) and wait until it serves.
+    pub fn start(data_dir: &Path, config: &str) -> Self {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let cfg = data_dir.join("kioskd-test.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(KIOSKD)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--log-format")
+            .arg("json")
+            .env("KIOSKD_API_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kioskd starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = serving_url(&line) {
+                    let _ = tx.send(url);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url.trim_end_matches('/').to_string(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("kioskd did not start:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Self {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            logs,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    /// Send a request; returns (status, JSON body or Null).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{}", self.base, path);
+        let agent = Self::agent();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_json(body.unwrap_or(serde_json::json!({})))
+            }
+        }
+        .expect("kioskd answers");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> Vec<String> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "kioskd exited with {status:?}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "kioskd did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Let the reader thread drain the pipe.
+        std::thread::sleep(Duration::from_millis(50));
+        self.logs()
+    }
+}
+
+impl Drop for Kioskd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serving_url(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()? == "kioskd serving the kiosk page and API" {
+        return Some(v.get("url")?.as_str()?.to_string());
+    }
+    None
+}
+
+/// Assert that no log line contains any of `secrets`.
+pub fn assert_logs_clean(logs: &[String], secrets: &[&str]) {
+    for line in logs {
+        for s in secrets {
+            assert!(
+                !line.contains(s),
+                "personal data {s:?} in a log line: {line}"
+            );
+        }
+    }
+}
