@@ -47,6 +47,8 @@ pub enum AppError {
     },
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("devices: {0}")]
+    Devices(#[from] drivers::config::DeviceConfigError),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -107,6 +109,7 @@ pub async fn serve(
         sessions: Arc::new(crate::session::Sessions::new(Duration::from_secs(
             config.api.session_idle_secs,
         ))),
+        devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();

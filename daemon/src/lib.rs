@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod devices;
 pub mod intake;
 pub mod keys;
 pub mod logging;
@@ -26,3 +27,5 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod token_keys;
+pub mod verify;
+pub mod workflow;

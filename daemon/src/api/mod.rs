@@ -4,6 +4,7 @@
 
 mod error;
 mod guard;
+pub mod idcard;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub catalog: Arc<kiosk_config::Catalog>,
     pub keys: Arc<crate::token_keys::KioskKeys>,
     pub sessions: Arc<crate::session::Sessions>,
+    pub devices: Arc<crate::devices::Devices>,
 }
 
 /// Build the API router.
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .merge(sessions::routes())
+        .merge(idcard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(

@@ -365,7 +365,11 @@ mod tests {
             Err(VerifyError::Catalog(_))
         ));
         assert!(matches!(
-            v.add_endpoint("carrier_3factor", &endpoint("https://x.example/"), Some(b"junk")),
+            v.add_endpoint(
+                "carrier_3factor",
+                &endpoint("https://x.example/"),
+                Some(b"junk")
+            ),
             Err(VerifyError::Config { .. })
         ));
     }

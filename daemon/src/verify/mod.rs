@@ -244,7 +244,10 @@ impl Failure {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Failure::Unreachable(_) | Failure::Timeout | Failure::Transport(_) | Failure::ServerError(_)
+            Failure::Unreachable(_)
+                | Failure::Timeout
+                | Failure::Transport(_)
+                | Failure::ServerError(_)
         )
     }
 
@@ -274,7 +277,10 @@ pub enum VerifyError {
     DuplicateField { method: String, item: String },
     /// Text given for a biometric item, or bytes for a text item.
     #[error("{item:?} must be given as {expected}; nothing was sent")]
-    WrongKind { item: String, expected: &'static str },
+    WrongKind {
+        item: String,
+        expected: &'static str,
+    },
     /// The catalog does not let the item go to a verifier (checked again here).
     #[error("the catalog does not allow sending {item:?} to a verifier; nothing was sent")]
     NotTransferable { item: String },

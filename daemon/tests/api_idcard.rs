@@ -1,0 +1,179 @@
+//! The ID-card step over the real binary and the real serial driver on a pty
+//! to the simulated SAM module: consent first (the ID number separately),
+//! the minors rule on the birthday boundary, masked answers, nothing personal
+//! in clear in the store file or in any log line.
+
+mod common;
+
+use common::{Kioskd, assert_logs_clean};
+use firmware_interfaces::sim::fixtures;
+use serde_json::{Value, json};
+
+fn open_session(k: &Kioskd) -> (String, String) {
+    let (status, opened) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "cert_application"})),
+    );
+    assert_eq!(status, 201, "{opened}");
+    (
+        opened["session_id"].as_str().unwrap().into(),
+        opened["token"].as_str().unwrap().into(),
+    )
+}
+
+fn consent(k: &Kioskd, id: &str, token: &str, items: Value) {
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/consents"),
+        Some(token),
+        Some(json!({"purpose": true, "items": items})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn cancel(k: &Kioskd, id: &str, token: &str) {
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(token), None)
+            .0,
+        204
+    );
+}
+
+#[test]
+fn reads_a_card_masks_everything_and_keeps_consent_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(&dir.path().join("data"), "");
+    let text = fixtures::resident_text(7);
+    let name = text.name().expose().to_string();
+    let id_number = text.identity_number().expose().to_string();
+    let address = text.address().unwrap().expose().to_string();
+
+    // No card on the reader.
+    let (id, token) = open_session(&k);
+    consent(&k, &id, &token, json!(["id_number"]));
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "no_card");
+    cancel(&k, &id, &token);
+
+    // Without the separate consent for the ID number, nothing is read into the store.
+    assert_eq!(
+        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 7})))
+            .0,
+        204
+    );
+    let (id, token) = open_session(&k);
+    consent(&k, &id, &token, json!([]));
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "separate_consent_required");
+    cancel(&k, &id, &token);
+
+    // With it: masked values, a purpose per item, the optional sensitive `nation` withheld.
+    assert_eq!(
+        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 7})))
+            .0,
+        204
+    );
+    let (id, token) = open_session(&k);
+    consent(&k, &id, &token, json!(["id_number"]));
+    let (status, card) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{card}");
+    assert_eq!(card["card_type"], "resident");
+    let f = &card["fields"];
+    let masked_id = f["id_number"]["value"].as_str().unwrap();
+    assert_eq!(masked_id.chars().count(), 18);
+    assert!(masked_id.starts_with(&id_number[..1]) && masked_id.ends_with(&id_number[17..]));
+    assert!(masked_id.contains("****************"));
+    assert_eq!(f["name"]["value"], "测**");
+    assert!(
+        f["id_number"]["purpose"]
+            .as_str()
+            .unwrap()
+            .contains("certificate application")
+    );
+    assert!(
+        card["withheld"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("nation"))
+    );
+    let shown = card.to_string();
+    for secret in [&name, &id_number, &address] {
+        assert!(!shown.contains(secret.as_str()), "{secret} shown unmasked");
+    }
+    cancel(&k, &id, &token);
+
+    let logs = k.stop();
+    assert!(!logs.is_empty());
+    assert_logs_clean(&logs, &[&name, &id_number, &address]);
+    let raw = std::fs::read(dir.path().join("data/kiosk.sqlite")).unwrap();
+    for secret in [&name, &id_number, &address] {
+        let b = secret.as_bytes();
+        assert!(
+            !raw.windows(b.len()).any(|w| w == b),
+            "{secret} in clear in the store"
+        );
+    }
+}
+
+#[test]
+fn under_fourteen_is_refused_without_a_guardian_and_fourteen_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(&dir.path().join("data"), "");
+    let today = time::OffsetDateTime::now_utc().date();
+    let fourteenth_birthday_today = today.replace_year(today.year() - 14).unwrap_or(today);
+    let turns_fourteen_tomorrow = fourteenth_birthday_today.next_day().unwrap();
+    for (birth, expected) in [
+        (turns_fourteen_tomorrow, 403),
+        (fourteenth_birthday_today, 200),
+    ] {
+        let (id, token) = open_session(&k);
+        consent(&k, &id, &token, json!(["id_number"]));
+        let b = format!(
+            "{:04}-{:02}-{:02}",
+            birth.year(),
+            birth.month() as u8,
+            birth.day()
+        );
+        assert_eq!(
+            k.call(
+                "POST",
+                "/v1/sim/idcard",
+                None,
+                Some(json!({"seed": 3, "birth_date": b}))
+            )
+            .0,
+            204
+        );
+        let (status, body) = k.call(
+            "POST",
+            &format!("/v1/sessions/{id}/idcard"),
+            Some(&token),
+            None,
+        );
+        assert_eq!(status, expected, "born {b}: {body}");
+        if expected == 403 {
+            assert_eq!(body["error"]["code"], "guardian_required");
+        }
+        cancel(&k, &id, &token);
+    }
+    k.stop();
+}
