@@ -160,3 +160,35 @@ fn foreign_hosts_and_cross_site_posts_are_refused() {
     assert_eq!(body["error"]["code"], "unknown_service");
     k.stop();
 }
+
+#[test]
+fn the_kiosk_page_is_served_embedded_with_a_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(dir.path(), "");
+    let agent = Kioskd::agent();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/kiosk.js", "text/javascript"),
+        ("/assets/kiosk.css", "text/css"),
+    ] {
+        let mut resp = agent.get(&format!("{}{path}", k.base)).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let h = resp.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        let body = resp.body_mut().read_to_string().unwrap();
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{path} loads nothing from elsewhere"
+        );
+    }
+    k.stop();
+}

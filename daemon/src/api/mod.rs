@@ -5,6 +5,7 @@
 mod error;
 mod guard;
 pub mod idcard;
+mod pages;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .merge(sessions::routes())
         .merge(idcard::routes())
+        .merge(pages::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(

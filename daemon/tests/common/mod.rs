@@ -137,7 +137,13 @@ impl Kioskd {
         }
         // Let the reader thread drain the pipe.
         std::thread::sleep(Duration::from_millis(50));
-        self.logs()
+        let logs = self.logs();
+        // Every run of the real daemon is a log scan: no synthetic person's
+        // name, ID number or address may appear in any line.
+        let needles = synthetic_personal_values();
+        let refs: Vec<&str> = needles.iter().map(String::as_str).collect();
+        assert_logs_clean(&logs, &refs);
+        logs
     }
 }
 
@@ -154,6 +160,29 @@ fn serving_url(line: &str) -> Option<String> {
         return Some(v.get("url")?.as_str()?.to_string());
     }
     None
+}
+
+/// Names, ID numbers and addresses of every synthetic identity the tests can
+/// present (all card layouts, seeds 0..100).
+pub fn synthetic_personal_values() -> Vec<String> {
+    use firmware_interfaces::sim::fixtures;
+    let mut out = std::collections::BTreeSet::new();
+    for seed in 0..100 {
+        for text in [
+            fixtures::resident_text(seed),
+            fixtures::hk_macao_taiwan_text(seed),
+            fixtures::foreign_2017_text(seed),
+            fixtures::foreign_2023_text(seed),
+        ] {
+            out.insert(text.name().expose().to_string());
+            out.insert(text.identity_number().expose().to_string());
+            if let Some(a) = text.address() {
+                out.insert(a.expose().to_string());
+            }
+        }
+    }
+    out.retain(|v| v.chars().count() >= 2);
+    out.into_iter().collect()
 }
 
 /// Assert that no log line contains any of `secrets`.
