@@ -170,3 +170,127 @@ mod tests {
         }
     }
 }
+
+/// Seals items to HQ's record key (catalog rule `encrypt` towards HQ): the
+/// value is encrypted at the kiosk, so it never sits in the outbox in clear.
+pub struct HqSealer {
+    pub suite: records::envelope::Suite,
+    pub recipient: records::envelope::RecipientPublicKeys,
+}
+
+impl ItemSealer for HqSealer {
+    fn seal(&self, item: &str, value: &[u8]) -> Result<Vec<u8>, KeyError> {
+        records::envelope::seal_field(self.suite, &self.recipient, item, value)
+            .map_err(|e| KeyError::Unavailable(format!("sealing to HQ: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+    use crate::audit::Actor;
+    use crate::keys::SoftKeyVault;
+    use crate::store::Store;
+    use crate::store::crypto::FieldCipherKind;
+    use crate::store::outbox;
+    use crate::store::subjects::Subjects;
+    use records::envelope::{SoftRecipient, Suite, open_field};
+
+    #[test]
+    fn neither_the_store_file_nor_the_outbox_holds_a_personal_value_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sqlite");
+        let store = Store::open(&path).unwrap();
+        let catalog = Catalog::embedded();
+        let keys = SoftKeyVault::random();
+        let hq = SoftRecipient::generate();
+        let sealer = HqSealer {
+            suite: Suite::Gm,
+            recipient: hq.public_keys(),
+        };
+        let person = [
+            Personal::new("name", "测试戊"),
+            Personal::new("id_number", "990101199001020013"),
+            Personal::new("mobile", "13800138000"),
+            Personal::new("address", "测试省示例市样本区模拟路9号"),
+            Personal::new("birth_date", "1990-01-02"),
+            Personal::new("face_image", "FACE-IMAGE-BYTES"),
+        ];
+        let subjects = Subjects {
+            catalog: &catalog,
+            keys: &keys,
+            cipher: FieldCipherKind::Sm4Gcm,
+        };
+        let digest = subjects.digest_of(&person[1]).unwrap();
+        let stored: Vec<Personal> = person
+            .iter()
+            .filter(|p| p.item() != "face_image")
+            .cloned()
+            .collect();
+        let m = minimize(&catalog, Destination::Hq, &person, &keys, &sealer).unwrap();
+        assert!(m.dropped().contains(&"face_image".to_string()));
+        {
+            let mut conn = store.conn().unwrap();
+            let tx = conn.transaction().unwrap();
+            let sid = subjects
+                .create(&tx, 1, &Actor::System, "s", digest, &stored)
+                .unwrap();
+            let subject_ref = wire::KeyedDigest {
+                algorithm: "hmac-sm3".into(),
+                key_id: "kiosk-keyed-digest".into(),
+                digest: wire::OpaqueBytes(digest.to_vec()),
+            };
+            let out =
+                m.into_applicant_record(subject_ref, "cert_application", &catalog.version, sid);
+            outbox::enqueue(&tx, 1, &out).unwrap();
+            tx.commit().unwrap();
+        }
+        let bodies: Vec<Vec<u8>> = {
+            let conn = store.conn().unwrap();
+            let mut stmt = conn.prepare("SELECT body FROM outbox").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        store.flush().unwrap();
+        let file = std::fs::read(&path).unwrap();
+        for p in &person {
+            let needle = p.expose().as_bytes();
+            assert!(
+                !file.windows(needle.len()).any(|w| w == needle),
+                "{} in the store file",
+                p.item()
+            );
+            for b in &bodies {
+                assert!(
+                    !b.windows(needle.len()).any(|w| w == needle),
+                    "{} in the outbox",
+                    p.item()
+                );
+            }
+        }
+        // HQ can open what it is meant to.
+        let record: wire::Record = records::codec::from_slice(&bodies[0]).unwrap();
+        let wire::Record::Applicant(a) = record else {
+            panic!("applicant record")
+        };
+        let name = a.fields.iter().find(|f| f.item == "name").unwrap();
+        let wire::FieldValue::Ciphertext(ct) = &name.value else {
+            panic!("name is sealed")
+        };
+        assert_eq!(
+            &open_field(&hq, "name", &ct.0).unwrap()[..],
+            "测试戊".as_bytes()
+        );
+        assert!(matches!(
+            a.fields
+                .iter()
+                .find(|f| f.item == "id_number")
+                .unwrap()
+                .value,
+            wire::FieldValue::KeyedDigest(_)
+        ));
+        assert!(a.fields.iter().all(|f| f.item != "face_image"));
+    }
+}
