@@ -23,6 +23,7 @@ pub struct Config {
     pub hq: HqSection,
     pub ca: CaSection,
     pub verifiers: VerifiersSection,
+    pub staff: StaffSection,
     pub privacy: PrivacySection,
 }
 
@@ -307,9 +308,12 @@ pub struct HqSection {
     pub url: Option<String>,
     /// The HQ CA certificate (PEM) pinned for the TLS connection.
     pub ca_cert: Option<PathBuf>,
-    /// The kiosk's client certificate (PEM); its key is on the device token.
+    /// The kiosk's client certificate (PEM).
     pub client_cert: Option<PathBuf>,
-    /// HQ's record-encryption public key (PEM).
+    /// The client certificate's private key as a PEM file (demo PKI, tests). Absent: the
+    /// key is the P-256 key `kiosk-tls` on the device token (rustls has no SM2).
+    pub client_key: Option<PathBuf>,
+    /// HQ's record-encryption public keys (JSON: `sm2_sec1_hex`, `hpke_p256_hex`).
     pub record_key: Option<PathBuf>,
     pub suite: EnvelopeSuite,
     /// Largest batch in records and in bytes.
@@ -327,6 +331,7 @@ impl Default for HqSection {
             url: None,
             ca_cert: None,
             client_cert: None,
+            client_key: None,
             record_key: None,
             suite: EnvelopeSuite::Gm,
             batch_records: 500,
@@ -390,6 +395,40 @@ pub struct VerifiersSection {
     pub carrier_3factor: VerifierEndpoint,
     pub bank_card_4factor: VerifierEndpoint,
     pub biometric_compare: VerifierEndpoint,
+}
+
+/// Staff authentication: a staff UKEY holding a certificate from the staff CA,
+/// plus its PIN (two factors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaffSection {
+    /// CA certificate (PEM) that issues staff certificates. Absent: kioskd
+    /// creates a demo staff CA and one demo staff token (embedded defaults only).
+    pub ca_cert: Option<PathBuf>,
+    /// Label of the key (and its certificate) on a staff UKEY.
+    pub key_label: String,
+    /// A staff session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// Failed logins allowed per `lockout_secs` before logins pause.
+    pub max_failures: u32,
+    pub lockout_secs: u64,
+    /// Label and PIN of the demo staff token created with the demo CA.
+    pub demo_token: String,
+    pub demo_pin: ConfigSecret,
+}
+
+impl Default for StaffSection {
+    fn default() -> Self {
+        Self {
+            ca_cert: None,
+            key_label: "staff-key".into(),
+            session_idle_secs: 600,
+            max_failures: 5,
+            lockout_secs: 300,
+            demo_token: "staff-demo".into(),
+            demo_pin: ConfigSecret::new("staff-demo-pin"),
+        }
+    }
 }
 
 /// The privacy catalog.

@@ -41,6 +41,16 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     check_store(config, &mut c);
     check_hq(config, &mut c);
     check_endpoint("ca.url", config.ca.url.as_deref(), &mut c);
+    if let Some(ca) = &config.staff.ca_cert {
+        require_file(config, "staff.ca_cert", ca, &mut c);
+    }
+    if config.staff.max_failures == 0 {
+        c.push(
+            "staff.max_failures",
+            "must be greater than 0",
+            "set a limit such as 5",
+        );
+    }
     for (name, ep) in [
         ("carrier_3factor", &config.verifiers.carrier_3factor),
         ("bank_card_4factor", &config.verifiers.bank_card_4factor),
@@ -331,6 +341,16 @@ fn check_hq(config: &Config, c: &mut Collector<'_>) {
                 ),
                 Some(p) => require_file(config, key, p, c),
             }
+        }
+    }
+    if let Some(key) = &hq.client_key {
+        require_file(config, "hq.client_key", key, c);
+        if hq.client_cert.is_none() {
+            c.push(
+                "hq.client_key",
+                "a client key without hq.client_cert",
+                "set client_cert to the certificate of this key, or remove client_key",
+            );
         }
     }
     if hq.batch_records == 0 {

@@ -40,7 +40,7 @@ pub enum AppError {
     Config(#[from] kiosk_config::ConfigError),
     #[error("device token: {0}")]
     Token(#[from] hsm::TokenError),
-    #[error("device token PIN file {path}: {source}")]
+    #[error("reading {path}: {source}")]
     PinFile {
         path: PathBuf,
         source: std::io::Error,
@@ -49,6 +49,8 @@ pub enum AppError {
     Audit(#[from] crate::audit::AuditError),
     #[error("devices: {0}")]
     Devices(#[from] drivers::config::DeviceConfigError),
+    #[error("staff authentication: {0}")]
+    Staff(#[from] crate::staff::StaffError),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -92,7 +94,8 @@ pub async fn serve(
             .map(|p| loaded.resolve(p))
             .as_deref(),
     )?);
-    let keys = open_device_keys(&loaded, &store).await?;
+    let provider = hsm::open_provider(&config.token, loaded.data_dir())?;
+    let keys = open_device_keys(&loaded, &store, &provider).await?;
     tracing::info!(
         token = %config.token.device_token,
         signer = keys.signer.algorithm().name(),
@@ -110,6 +113,7 @@ pub async fn serve(
             config.api.session_idle_secs,
         ))),
         devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
+        staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -184,7 +188,11 @@ pub async fn serve(
 
 /// Open the device token (creating the embedded soft token on first start),
 /// log in once and make sure the kiosk's keys exist.
-async fn open_device_keys(loaded: &LoadedConfig, store: &Store) -> Result<KioskKeys, AppError> {
+async fn open_device_keys(
+    loaded: &LoadedConfig,
+    store: &Store,
+    provider: &Arc<dyn hsm::TokenProvider>,
+) -> Result<KioskKeys, AppError> {
     let section = &loaded.config.token;
     let pin = match &section.device_pin_file {
         Some(path) => {
@@ -197,7 +205,6 @@ async fn open_device_keys(loaded: &LoadedConfig, store: &Store) -> Result<KioskK
         }
         None => Pin::new(section.device_pin.expose().to_string()),
     };
-    let provider = hsm::open_provider(section, loaded.data_dir())?;
     let token = match provider.open_token(&section.device_token).await {
         Ok(t) => t,
         Err(hsm::TokenError::TokenNotPresent(_)) if section.provider == TokenProvider::Soft => {
@@ -241,6 +248,28 @@ async fn open_device_keys(loaded: &LoadedConfig, store: &Store) -> Result<KioskK
     .await
     .map_err(|e| AppError::Task(e.to_string()))??;
     Ok(keys)
+}
+
+/// Staff authentication against the configured staff CA, or the demo CA and
+/// token of the embedded defaults.
+async fn open_staff(
+    loaded: &LoadedConfig,
+    provider: Arc<dyn hsm::TokenProvider>,
+) -> Result<crate::staff::StaffAuth, AppError> {
+    let section = &loaded.config.staff;
+    let ca_der = match &section.ca_cert {
+        Some(path) => {
+            let path = loaded.resolve(path);
+            let pem = std::fs::read_to_string(&path)
+                .map_err(|source| AppError::PinFile { path, source })?;
+            crate::staff::rustls_pem_to_der(&pem)?
+        }
+        None => {
+            crate::staff::demo_setup(&provider, &loaded.data_dir().join("demo-staff"), section)
+                .await?
+        }
+    };
+    Ok(crate::staff::StaffAuth::new(provider, ca_der, section))
 }
 
 fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {

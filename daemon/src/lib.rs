@@ -23,6 +23,7 @@ pub mod privacy;
 pub mod retention;
 pub mod rights;
 pub mod session;
+pub mod staff;
 pub mod store;
 pub mod sync;
 pub mod systemd;

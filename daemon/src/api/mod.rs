@@ -7,6 +7,7 @@ mod guard;
 pub mod idcard;
 mod pages;
 pub mod sessions;
+pub mod staff;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub keys: Arc<crate::token_keys::KioskKeys>,
     pub sessions: Arc<crate::session::Sessions>,
     pub devices: Arc<crate::devices::Devices>,
+    pub staff: Arc<crate::staff::StaffAuth>,
 }
 
 /// Build the API router.
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(idcard::routes())
         .merge(pages::routes())
+        .merge(staff::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
