@@ -197,3 +197,104 @@ fn failed_staff_logins_are_rate_limited() {
     assert_eq!(body["error"]["code"], "rate_limited");
     k.stop();
 }
+
+#[test]
+fn a_deletion_request_is_filed_by_the_verified_person_and_completed_by_staff() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let k = Kioskd::start(&data, "");
+    let (_, opened) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(json!({"service": "rights_request"})),
+    );
+    let (sid, token) = (
+        opened["session_id"].as_str().unwrap(),
+        opened["token"].as_str().unwrap(),
+    );
+    let path = format!("/v1/sessions/{sid}/rights-requests");
+    let (status, body) = k.call(
+        "POST",
+        &path,
+        Some(token),
+        Some(json!({"kind": "deletion"})),
+    );
+    assert_eq!(status, 409, "identity first: {body}");
+    assert_eq!(body["error"]["code"], "identity_not_verified");
+    k.call(
+        "POST",
+        &format!("/v1/sessions/{sid}/consents"),
+        Some(token),
+        Some(json!({"purpose": true, "items": ["id_number"]})),
+    );
+    assert_eq!(
+        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 12})))
+            .0,
+        204
+    );
+    assert_eq!(
+        k.call(
+            "POST",
+            &format!("/v1/sessions/{sid}/idcard"),
+            Some(token),
+            None
+        )
+        .0,
+        200
+    );
+    let (status, filed) = k.call(
+        "POST",
+        &path,
+        Some(token),
+        Some(json!({"kind": "deletion"})),
+    );
+    assert_eq!(status, 201, "{filed}");
+    assert_eq!(filed["state"], "verified");
+    assert_eq!(filed["due"].as_str().unwrap().len(), 10);
+    let request = filed["request_id"].as_str().unwrap();
+
+    let (_, login) = k.call(
+        "POST",
+        "/v1/staff/login",
+        None,
+        Some(json!({"token": "staff-demo", "pin": "staff-demo-pin"})),
+    );
+    let staff = login["staff_token"].as_str().unwrap();
+    let (_, st) = k.call("GET", "/v1/staff/status", Some(staff), None);
+    assert_eq!(st["rights_requests"][0]["id"], request);
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/staff/rights-requests/{request}/refuse"),
+        Some(staff),
+        Some(json!({"ground": "because"})),
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/staff/rights-requests/{request}/complete"),
+        Some(staff),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = k.call("GET", "/v1/staff/subjects", Some(staff), None);
+    assert_eq!(
+        list["subjects"].as_array().unwrap().len(),
+        0,
+        "the person's data is purged: {list}"
+    );
+    k.stop();
+    let conn = rusqlite::Connection::open(data.join("kiosk.sqlite")).unwrap();
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM outbox ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        kinds.contains(&"rights_request".to_string())
+            && kinds.contains(&"deletion_notice".to_string()),
+        "{kinds:?}"
+    );
+}

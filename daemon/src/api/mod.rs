@@ -6,6 +6,7 @@ mod error;
 mod guard;
 pub mod idcard;
 mod pages;
+pub mod rights;
 pub mod sessions;
 pub mod staff;
 
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(idcard::routes())
         .merge(pages::routes())
         .merge(staff::routes())
+        .merge(rights::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(

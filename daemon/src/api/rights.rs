@@ -1,0 +1,173 @@
+//! Rights requests (REQUIREMENTS §6). An applicant in a `rights_request`
+//! session whose identity the ID-card step verified files a request
+//! (`POST /v1/sessions/{id}/rights-requests`); it gets a deadline from the
+//! catalog and is forwarded to HQ. Staff complete or refuse it with one of the
+//! policy's grounds (`POST /v1/staff/rights-requests/{id}/complete|refuse`).
+//! A completed deletion purges what the kiosk holds and tells HQ to propagate.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::sessions::{blocking, session_of};
+use super::staff::staff_of;
+use super::{ApiError, AppState};
+use crate::app::now_ms;
+use crate::audit::Actor;
+use crate::privacy::deadline::Calendar;
+use crate::rights::{self, Desk, RightsError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions/{id}/rights-requests", post(file))
+        .route("/v1/staff/rights-requests/{id}/complete", post(complete))
+        .route("/v1/staff/rights-requests/{id}/refuse", post(refuse))
+}
+
+impl From<RightsError> for ApiError {
+    fn from(e: RightsError) -> Self {
+        match &e {
+            RightsError::NotFound => ApiError::not_found("no such rights request"),
+            RightsError::BadTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "bad_transition", e.to_string())
+            }
+            RightsError::UnknownGround(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_ground",
+                e.to_string(),
+            ),
+            _ => {
+                tracing::error!(error = %e, "rights request failed");
+                ApiError::internal("the rights request could not be recorded")
+            }
+        }
+    }
+}
+
+fn desk_parts(state: &AppState) -> (Calendar, String) {
+    (
+        Calendar::from_catalog(&state.catalog.holidays),
+        state.keys.digest_algorithm.to_string(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRequest {
+    /// access | copy | correction | deletion | consent_withdrawal | account_cancellation | automated_decision | posthumous
+    kind: String,
+}
+
+async fn file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<FileRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    if session.service != "rights_request" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_service",
+            "open a rights_request session for this",
+        ));
+    }
+    let kind = rights::parse_kind(&req.kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_kind",
+            format!("no rights request kind {:?}", req.kind),
+        )
+    })?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (calendar, digest_alg) = desk_parts(&st);
+        let desk = Desk { catalog: &st.catalog, calendar: &calendar, digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg) };
+        let mut conn = st.store.conn()?;
+        // The requester was verified by the ID-card step of this session.
+        let digest: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT subject_digest FROM subjects WHERE session_id = ?1 AND purged_at IS NULL ORDER BY created_at DESC LIMIT 1",
+                [&session.id],
+                |r| r.get(0),
+            )
+            .ok();
+        let digest: [u8; 32] = digest
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "identity_not_verified", "read the requester's ID card first"))?;
+        let actor = Actor::Applicant(session.id.clone());
+        let tx = conn.transaction()?;
+        let r = desk.receive(&tx, now_ms(), &actor, digest, kind)?;
+        desk.verified(&tx, now_ms(), &actor, &r.id)?;
+        tx.commit()?;
+        Ok(json!({ "request_id": r.id, "kind": rights::kind_name(r.kind), "state": "verified", "due": r.due.to_string() }))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let staff = staff_of(&state, &headers)?;
+    let st = state.clone();
+    blocking(move || {
+        let (calendar, digest_alg) = desk_parts(&st);
+        let desk = Desk {
+            catalog: &st.catalog,
+            calendar: &calendar,
+            digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg),
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let r = desk.complete(&tx, now_ms(), &Actor::Staff(staff.staff_id.clone()), &id)?;
+        tx.commit()?;
+        Ok(Json(
+            json!({ "request_id": r.id, "state": r.state.as_str() }),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefuseRequest {
+    ground: String,
+}
+
+async fn refuse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<RefuseRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let staff = staff_of(&state, &headers)?;
+    let st = state.clone();
+    blocking(move || {
+        let (calendar, digest_alg) = desk_parts(&st);
+        let desk = Desk {
+            catalog: &st.catalog,
+            calendar: &calendar,
+            digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg),
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let r = desk.refuse(
+            &tx,
+            now_ms(),
+            &Actor::Staff(staff.staff_id.clone()),
+            &id,
+            &req.ground,
+        )?;
+        tx.commit()?;
+        Ok(Json(
+            json!({ "request_id": r.id, "state": r.state.as_str(), "ground": r.refusal_ground }),
+        ))
+    })
+    .await
+}
