@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiosk_config::{Catalog, DEFAULT_CATALOG};
+use kiosk_config::Catalog;
+use kiosk_config::catalog::DEFAULT_CATALOG;
 use kioskd::privacy::Personal;
 use kioskd::store::Store;
 use kioskd::verify::handover::{HandoverContext, record_attempt};
@@ -73,8 +74,11 @@ async fn each_method_sends_exactly_its_declared_fields() {
         let outcome = verifier.verify(everything(method, ID_EVEN)).await.unwrap();
         assert_eq!(outcome.verdict, Verdict::Match, "{method}");
         assert_eq!(outcome.handover.sends, 1);
-        let recipient = &Catalog::embedded().method(method).unwrap().recipient;
-        assert_eq!(&outcome.handover.recipient, recipient);
+        let catalog = Catalog::embedded();
+        assert_eq!(
+            outcome.handover.recipient,
+            catalog.method(method).unwrap().recipient
+        );
         let last = standin.received().pop().unwrap();
         assert_eq!(last.method, method);
         assert_eq!(last.status, 200);

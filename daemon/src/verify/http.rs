@@ -319,7 +319,7 @@ impl Verifier for HttpVerifier {
                     method: prepared.method.clone(),
                     failure,
                     attempts: attempt,
-                    handover: (sends > 0).then(|| prepared.handover(sends)),
+                    handover: (sends > 0).then(|| Box::new(prepared.handover(sends))),
                 });
             }
             tokio::time::sleep(self.backoff.delay(attempt)).await;

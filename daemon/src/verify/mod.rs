@@ -296,7 +296,7 @@ pub enum VerifyError {
         method: String,
         failure: Failure,
         attempts: u32,
-        handover: Option<Handover>,
+        handover: Option<Box<Handover>>,
     },
 }
 
@@ -304,7 +304,7 @@ impl VerifyError {
     /// The hand-over to record, if personal data may have left the kiosk.
     pub fn handover(&self) -> Option<&Handover> {
         match self {
-            VerifyError::Failed { handover, .. } => handover.as_ref(),
+            VerifyError::Failed { handover, .. } => handover.as_deref(),
             _ => None,
         }
     }
