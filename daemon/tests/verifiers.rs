@@ -507,3 +507,180 @@ async fn no_personal_value_reaches_the_logs() {
     );
     assert_no_personal_value(&logs, "the logs");
 }
+
+/// Run a command, failing the test with its stderr if it fails.
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .expect("command runs (openssl and socat are installed)");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA (P-256) written under `dir` with `openssl`; returns its certificate.
+fn make_ca(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run(std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    cert
+}
+
+/// A server certificate for 127.0.0.1 signed by CA `ca`; returns certificate + key PEM.
+fn make_server_cert(dir: &std::path::Path, ca: &str) -> std::path::PathBuf {
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("server.pem");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-set_serial", "2"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(dir.join(format!("{ca}.pem")))
+        .arg("-CAkey")
+        .arg(dir.join(format!("{ca}.key")))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert));
+    let mut both = std::fs::read(&cert).unwrap();
+    both.extend(std::fs::read(&key).unwrap());
+    let combined = dir.join("server-with-key.pem");
+    std::fs::write(&combined, both).unwrap();
+    combined
+}
+
+/// Kills the TLS front (socat) when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TLS front (socat) for the stand-in; returns the child and its port once it accepts.
+async fn tls_front(standin: &StandIn, server_pem: &std::path::Path) -> (Child, u16) {
+    // Port 0 is not available to socat's listener: take a free port from the kernel.
+    let port = std::net::TcpListener::bind(loopback())
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+            server_pem.display()
+        ))
+        .arg(format!("TCP:{}", standin.addr()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("socat runs");
+    let child = Child(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socat did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (child, port)
+}
+
+#[tokio::test]
+async fn https_with_the_pinned_ca_and_nothing_sent_to_an_impostor() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "service-ca");
+    let other_ca = make_ca(dir.path(), "other-ca");
+    let server_pem = make_server_cert(dir.path(), "service-ca");
+    let (_, standin) = standin::spawn(loopback()).await.unwrap();
+    let (_socat, port) = tls_front(&standin, &server_pem).await;
+    let endpoint = kiosk_config::VerifierEndpoint {
+        url: Some(format!("https://127.0.0.1:{port}/verify/carrier_3factor")),
+        ca_cert: None,
+        timeout_ms: 5_000,
+        retries: 0,
+    };
+    let catalog = Arc::new(Catalog::embedded());
+
+    let mut pinned = HttpVerifier::new(catalog.clone());
+    let service_ca = std::fs::read(dir.path().join("service-ca.pem")).unwrap();
+    pinned
+        .add_endpoint("carrier_3factor", &endpoint, Some(&service_ca))
+        .unwrap();
+    let outcome = pinned
+        .verify(everything("carrier_3factor", ID_EVEN))
+        .await
+        .unwrap();
+    assert_eq!(outcome.verdict, Verdict::Match);
+    assert_eq!(
+        standin.received()[0].items,
+        declared_sorted("carrier_3factor")
+    );
+
+    // Pinned to another CA: the handshake fails and no data leaves.
+    let mut wrong = HttpVerifier::new(catalog);
+    wrong
+        .add_endpoint(
+            "carrier_3factor",
+            &endpoint,
+            Some(&std::fs::read(other_ca).unwrap()),
+        )
+        .unwrap();
+    let err = wrong
+        .verify(everything("carrier_3factor", ID_EVEN))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            VerifyError::Failed {
+                failure: Failure::Unreachable(_),
+                handover: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(standin.requests(), 1);
+}

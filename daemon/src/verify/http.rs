@@ -375,6 +375,31 @@ mod tests {
     }
 
     #[test]
+    fn from_config_takes_the_methods_with_a_url_and_reads_their_ca() {
+        let catalog = Arc::new(Catalog::embedded());
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.kiosk.data_dir = dir.path().to_path_buf();
+        config.verifiers.bank_card_4factor = endpoint("http://127.0.0.1:9/verify");
+        let v = HttpVerifier::from_config(catalog.clone(), &config).unwrap();
+        assert_eq!(
+            v.endpoints.keys().collect::<Vec<_>>(),
+            ["bank_card_4factor"]
+        );
+        config.verifiers.carrier_3factor = VerifierEndpoint {
+            ca_cert: Some("certs/carrier-ca.pem".into()),
+            ..endpoint("https://carrier.example.cn/verify")
+        };
+        let err = HttpVerifier::from_config(catalog, &config).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("carrier_3factor") && text.contains("certs/carrier-ca.pem"),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let b = Backoff {
             initial: Duration::from_millis(100),
