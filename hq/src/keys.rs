@@ -1,14 +1,14 @@
-//! HQ key files: the software record-decryption key and witness key (hex secrets), and the JSON
-//! public-key files handed to kiosks. A PKCS#11-backed key implements the same
+//! HQ key files: the software record-decryption key and witness key (hex secrets). The JSON
+//! public-key files handed to kiosks are `records::public_keys` (re-exported here). A PKCS#11-backed key implements the same
 //! [`records::EnvelopeRecipient`] / [`records::RecordSigner`] traits instead.
 
 use std::path::Path;
 
-use records::{
-    PublicVerifier, RecipientPublicKeys, SM2_DEFAULT_DISTID, SignatureAlgorithm, SoftRecipient,
-    SoftSigner,
+pub use records::public_keys::{
+    PublicKeyJsonError, recipient_public_from_json, recipient_public_to_json, verifier_from_json,
+    verifier_to_json,
 };
-use serde::{Deserialize, Serialize};
+use records::{SM2_DEFAULT_DISTID, SignatureAlgorithm, SoftRecipient, SoftSigner};
 use zeroize::Zeroizing;
 
 /// Key file failure.
@@ -30,57 +30,6 @@ pub enum KeyFileError {
         /// Why.
         reason: String,
     },
-}
-
-#[derive(Serialize, Deserialize)]
-struct RecipientJson {
-    sm2_sec1_hex: String,
-    hpke_p256_hex: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct VerifierJson {
-    algorithm: SignatureAlgorithm,
-    public_key_hex: String,
-    sm2_distid: Option<String>,
-}
-
-/// JSON of HQ's public encryption keys.
-pub fn recipient_public_to_json(keys: &RecipientPublicKeys) -> String {
-    let json = RecipientJson {
-        sm2_sec1_hex: hex::encode(&keys.sm2_sec1),
-        hpke_p256_hex: hex::encode(&keys.hpke_p256),
-    };
-    serde_json::to_string_pretty(&json).unwrap_or_default()
-}
-
-/// Parse [`recipient_public_to_json`].
-pub fn recipient_public_from_json(text: &str) -> Result<RecipientPublicKeys, String> {
-    let json: RecipientJson = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(RecipientPublicKeys {
-        sm2_sec1: hex::decode(json.sm2_sec1_hex).map_err(|e| e.to_string())?,
-        hpke_p256: hex::decode(json.hpke_p256_hex).map_err(|e| e.to_string())?,
-    })
-}
-
-/// JSON of a public verifier (witness key, kiosk registration).
-pub fn verifier_to_json(v: &PublicVerifier) -> String {
-    let json = VerifierJson {
-        algorithm: v.algorithm,
-        public_key_hex: hex::encode(&v.sec1),
-        sm2_distid: v.distid.clone(),
-    };
-    serde_json::to_string_pretty(&json).unwrap_or_default()
-}
-
-/// Parse [`verifier_to_json`].
-pub fn verifier_from_json(text: &str) -> Result<PublicVerifier, String> {
-    let json: VerifierJson = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(PublicVerifier {
-        algorithm: json.algorithm,
-        sec1: hex::decode(json.public_key_hex).map_err(|e| e.to_string())?,
-        distid: json.sm2_distid,
-    })
 }
 
 fn read_hex_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {

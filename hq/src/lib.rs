@@ -6,7 +6,6 @@
 //! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
 //! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL.
 
-pub mod client;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;
@@ -18,3 +17,6 @@ pub mod pg_cluster;
 pub mod retention;
 pub mod server;
 pub mod tls;
+
+/// The kiosk-side mTLS client (one implementation, in `records` behind its `client` feature).
+pub use records::client;

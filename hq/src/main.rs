@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&public_key)
                 .with_context(|| format!("reading {}", public_key.display()))?;
-            let key = keys::verifier_from_json(&text).map_err(anyhow::Error::msg)?;
+            let key = keys::verifier_from_json(&text)?;
             db::register_kiosk(&connect(&database_url).await?, &kiosk_id, &key).await?;
             println!("registered {kiosk_id}");
         }

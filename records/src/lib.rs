@@ -17,11 +17,16 @@
 //!   [`signing::SoftSigner`], [`signing::PublicVerifier`].
 //! - [`merkle`]: RFC 6962/9162 tree hashing with SM3, [`merkle::Frontier`], proofs.
 //! - [`checkpoint`]: C2SP tlog-checkpoint signed notes and witness cosignatures.
+//! - [`public_keys`]: JSON files of HQ's encryption keys and of public verifiers.
+//! - `client` (cargo feature `client`): the kiosk's mTLS client to hq-ingest.
 
 pub mod checkpoint;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod codec;
 pub mod envelope;
 pub mod merkle;
+pub mod public_keys;
 pub mod signing;
 pub mod wire;
 
@@ -29,6 +34,10 @@ pub use codec::CodecError;
 pub use envelope::{
     EnvelopeError, EnvelopeHeader, EnvelopeRecipient, RecipientPublicKeys, SealedEnvelope,
     SoftRecipient, Suite, open_field, seal_batch, seal_field,
+};
+pub use public_keys::{
+    PublicKeyJsonError, recipient_public_from_json, recipient_public_to_json, verifier_from_json,
+    verifier_to_json,
 };
 pub use signing::{
     PublicVerifier, RecordSigner, SM2_DEFAULT_DISTID, SignatureAlgorithm, SignatureError,

@@ -1,16 +1,21 @@
-//! Kiosk-side client: POST sealed envelopes to hq-ingest over mTLS (TLS 1.3, HQ CA pinned,
-//! client key possibly on a token via [`crate::tls::ClientKey::EcdsaP256Callback`]) and decode
-//! the ack or the typed rejection.
+//! Kiosk-side client (cargo feature `client`): POST sealed envelopes to hq-ingest over mTLS
+//! (TLS 1.3, HQ CA pinned, client key possibly on a token via
+//! [`tls::ClientKey::EcdsaP256Callback`]) and decode the ack or the typed rejection.
+//!
+//! It lives in `records` behind a feature so the kiosk daemon can use it without pulling in
+//! hq-ingest's PostgreSQL stack; hq-ingest re-exports it for its tests, bench and demo sender.
+
+pub mod tls;
 
 use std::sync::Arc;
 
+use crate::{Ack, Rejection};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use records::{Ack, Rejection};
 use rustls::pki_types::ServerName;
 
-use crate::tls::{self, ClientKey, TlsError};
+use tls::{ClientKey, TlsError};
 
 /// Client failure.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +228,7 @@ impl HqConnection {
                 reason: e.to_string(),
             });
         }
-        match records::codec::from_slice::<Rejection>(&body) {
+        match crate::codec::from_slice::<Rejection>(&body) {
             Ok(rejection) => Err(ClientError::Rejected { status, rejection }),
             Err(e) => Err(ClientError::BadResponse {
                 status,
