@@ -131,32 +131,27 @@ pub async fn serve(
             source,
         })?;
         tracing::info!(url = %format!("http://{local}/"), "kioskd serving the kiosk page and API");
-        let app = app.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "TCP API listener failed");
-            }
-        });
+        spawn_listener(
+            &tracker,
+            listener,
+            app.clone(),
+            shutdown.clone(),
+            "TCP",
+            None,
+        );
     }
     if let Some(sock) = &config.api.unix_socket {
         let path = loaded.resolve(sock);
         let listener = bind_unix(&path)?;
         tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
-        let app = app.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "Unix-socket API listener failed");
-            }
-            let _ = std::fs::remove_file(&path);
-        });
+        spawn_listener(
+            &tracker,
+            listener,
+            app.clone(),
+            shutdown.clone(),
+            "Unix-socket",
+            Some(path),
+        );
     }
     tracker.spawn(systemd::watchdog(shutdown.clone()));
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
@@ -344,6 +339,31 @@ fn spawn_signal_listener(
         tracing::info!(signal = which, "stop requested");
         shutdown.cancel();
     }))
+}
+
+/// Serve `app` on `listener` until `stop`, then remove `cleanup` (a socket file).
+fn spawn_listener<L>(
+    tracker: &TaskTracker,
+    listener: L,
+    app: axum::Router,
+    stop: CancellationToken,
+    what: &'static str,
+    cleanup: Option<PathBuf>,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, listener = what, "API listener failed");
+        }
+        if let Some(path) = cleanup {
+            let _ = std::fs::remove_file(&path);
+        }
+    });
 }
 
 /// Bind a Unix socket, replacing a stale socket file left by a crash but never

@@ -5,33 +5,9 @@
 
 mod common;
 
-use common::{Kioskd, assert_logs_clean};
+use common::{Kioskd, assert_logs_clean, consent, open_session};
 use firmware_interfaces::sim::fixtures;
-use serde_json::{Value, json};
-
-fn open_session(k: &Kioskd) -> (String, String) {
-    let (status, opened) = k.call(
-        "POST",
-        "/v1/sessions",
-        None,
-        Some(json!({"service": "cert_application"})),
-    );
-    assert_eq!(status, 201, "{opened}");
-    (
-        opened["session_id"].as_str().unwrap().into(),
-        opened["token"].as_str().unwrap().into(),
-    )
-}
-
-fn consent(k: &Kioskd, id: &str, token: &str, items: Value) {
-    let (status, body) = k.call(
-        "POST",
-        &format!("/v1/sessions/{id}/consents"),
-        Some(token),
-        Some(json!({"purpose": true, "items": items})),
-    );
-    assert_eq!(status, 200, "{body}");
-}
+use serde_json::json;
 
 fn cancel(k: &Kioskd, id: &str, token: &str) {
     assert_eq!(
@@ -51,7 +27,7 @@ fn reads_a_card_masks_everything_and_keeps_consent_rules() {
     let address = text.address().unwrap().expose().to_string();
 
     // No card on the reader.
-    let (id, token) = open_session(&k);
+    let (id, token) = open_session(&k, "cert_application");
     consent(&k, &id, &token, json!(["id_number"]));
     let (status, body) = k.call(
         "POST",
@@ -69,7 +45,7 @@ fn reads_a_card_masks_everything_and_keeps_consent_rules() {
             .0,
         204
     );
-    let (id, token) = open_session(&k);
+    let (id, token) = open_session(&k, "cert_application");
     consent(&k, &id, &token, json!([]));
     let (status, body) = k.call(
         "POST",
@@ -87,7 +63,7 @@ fn reads_a_card_masks_everything_and_keeps_consent_rules() {
             .0,
         204
     );
-    let (id, token) = open_session(&k);
+    let (id, token) = open_session(&k, "cert_application");
     consent(&k, &id, &token, json!(["id_number"]));
     let (status, card) = k.call(
         "POST",
@@ -145,7 +121,7 @@ fn under_fourteen_is_refused_without_a_guardian_and_fourteen_is_not() {
         (turns_fourteen_tomorrow, 403),
         (fourteenth_birthday_today, 200),
     ] {
-        let (id, token) = open_session(&k);
+        let (id, token) = open_session(&k, "cert_application");
         consent(&k, &id, &token, json!(["id_number"]));
         let b = format!(
             "{:04}-{:02}-{:02}",

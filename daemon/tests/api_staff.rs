@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Kioskd;
+use common::{Kioskd, open_session, session_with_card, staff_login};
 use firmware_interfaces::sim::fixtures;
 use serde_json::json;
 
@@ -55,37 +55,8 @@ fn staff_login_reveal_is_audited_and_needs_the_role() {
     );
 
     // An applicant leaves their card data.
-    let (_, opened) = k.call(
-        "POST",
-        "/v1/sessions",
-        None,
-        Some(json!({"service": "cert_application"})),
-    );
-    let (sid, token) = (
-        opened["session_id"].as_str().unwrap(),
-        opened["token"].as_str().unwrap(),
-    );
-    k.call(
-        "POST",
-        &format!("/v1/sessions/{sid}/consents"),
-        Some(token),
-        Some(json!({"purpose": true, "items": ["id_number"]})),
-    );
-    assert_eq!(
-        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 11})))
-            .0,
-        204
-    );
-    assert_eq!(
-        k.call(
-            "POST",
-            &format!("/v1/sessions/{sid}/idcard"),
-            Some(token),
-            None
-        )
-        .0,
-        200
-    );
+    let (_sid, token) = session_with_card(&k, "cert_application", 11);
+    let token = token.as_str();
     let clear_id = fixtures::resident_text(11)
         .identity_number()
         .expose()
@@ -203,46 +174,25 @@ fn a_deletion_request_is_filed_by_the_verified_person_and_completed_by_staff() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let k = Kioskd::start(&data, "");
-    let (_, opened) = k.call(
-        "POST",
-        "/v1/sessions",
-        None,
-        Some(json!({"service": "rights_request"})),
-    );
-    let (sid, token) = (
-        opened["session_id"].as_str().unwrap(),
-        opened["token"].as_str().unwrap(),
-    );
-    let path = format!("/v1/sessions/{sid}/rights-requests");
+    // Without an ID card read in the session, nothing can be filed.
+    let (sid, token) = open_session(&k, "rights_request");
     let (status, body) = k.call(
         "POST",
-        &path,
-        Some(token),
+        &format!("/v1/sessions/{sid}/rights-requests"),
+        Some(&token),
         Some(json!({"kind": "deletion"})),
     );
     assert_eq!(status, 409, "identity first: {body}");
     assert_eq!(body["error"]["code"], "identity_not_verified");
-    k.call(
-        "POST",
-        &format!("/v1/sessions/{sid}/consents"),
-        Some(token),
-        Some(json!({"purpose": true, "items": ["id_number"]})),
-    );
     assert_eq!(
-        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 12})))
+        k.call("DELETE", &format!("/v1/sessions/{sid}"), Some(&token), None)
             .0,
         204
     );
-    assert_eq!(
-        k.call(
-            "POST",
-            &format!("/v1/sessions/{sid}/idcard"),
-            Some(token),
-            None
-        )
-        .0,
-        200
-    );
+
+    let (sid, token) = session_with_card(&k, "rights_request", 12);
+    let token = token.as_str();
+    let path = format!("/v1/sessions/{sid}/rights-requests");
     let (status, filed) = k.call(
         "POST",
         &path,
@@ -254,13 +204,8 @@ fn a_deletion_request_is_filed_by_the_verified_person_and_completed_by_staff() {
     assert_eq!(filed["due"].as_str().unwrap().len(), 10);
     let request = filed["request_id"].as_str().unwrap();
 
-    let (_, login) = k.call(
-        "POST",
-        "/v1/staff/login",
-        None,
-        Some(json!({"token": "staff-demo", "pin": "staff-demo-pin"})),
-    );
-    let staff = login["staff_token"].as_str().unwrap();
+    let staff = staff_login(&k);
+    let staff = staff.as_str();
     let (_, st) = k.call("GET", "/v1/staff/status", Some(staff), None);
     assert_eq!(st["rights_requests"][0]["id"], request);
     let (status, body) = k.call(

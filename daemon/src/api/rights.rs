@@ -47,11 +47,29 @@ impl From<RightsError> for ApiError {
     }
 }
 
-fn desk_parts(state: &AppState) -> (Calendar, String) {
-    (
-        Calendar::from_catalog(&state.catalog.holidays),
-        state.keys.digest_algorithm.to_string(),
-    )
+/// Run `f` with the rights desk inside one store transaction (committed when `f` succeeds).
+async fn with_desk<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Desk<'_>, &rusqlite::Transaction<'_>) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = state.clone();
+    blocking(move || {
+        let calendar = Calendar::from_catalog(&st.catalog.holidays);
+        let desk = Desk {
+            catalog: &st.catalog,
+            calendar: &calendar,
+            digest_ref: (
+                crate::token_keys::DIGEST_KEY_LABEL,
+                st.keys.digest_algorithm,
+            ),
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        let out = f(&desk, &tx)?;
+        tx.commit()?;
+        Ok(out)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -82,27 +100,21 @@ async fn file(
             format!("no rights request kind {:?}", req.kind),
         )
     })?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (calendar, digest_alg) = desk_parts(&st);
-        let desk = Desk { catalog: &st.catalog, calendar: &calendar, digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg) };
-        let mut conn = st.store.conn()?;
+    let body = with_desk(&state, move |desk, tx| {
         // The requester was verified by the ID-card step of this session.
-        let digest: Option<Vec<u8>> = conn
+        let digest: Option<Vec<u8>> = tx
             .query_row(
                 "SELECT subject_digest FROM subjects WHERE session_id = ?1 AND purged_at IS NULL ORDER BY created_at DESC LIMIT 1",
                 [&session.id],
                 |r| r.get(0),
             )
             .ok();
-        let digest: [u8; 32] = digest
-            .and_then(|d| d.try_into().ok())
-            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "identity_not_verified", "read the requester's ID card first"))?;
+        let digest: [u8; 32] = digest.and_then(|d| d.try_into().ok()).ok_or_else(|| {
+            ApiError::new(StatusCode::CONFLICT, "identity_not_verified", "read the requester's ID card first")
+        })?;
         let actor = Actor::Applicant(session.id.clone());
-        let tx = conn.transaction()?;
-        let r = desk.receive(&tx, now_ms(), &actor, digest, kind)?;
-        desk.verified(&tx, now_ms(), &actor, &r.id)?;
-        tx.commit()?;
+        let r = desk.receive(tx, now_ms(), &actor, digest, kind)?;
+        desk.verified(tx, now_ms(), &actor, &r.id)?;
         Ok(json!({ "request_id": r.id, "kind": rights::kind_name(r.kind), "state": "verified", "due": r.due.to_string() }))
     })
     .await?;
@@ -115,18 +127,8 @@ async fn complete(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let staff = staff_of(&state, &headers)?;
-    let st = state.clone();
-    blocking(move || {
-        let (calendar, digest_alg) = desk_parts(&st);
-        let desk = Desk {
-            catalog: &st.catalog,
-            calendar: &calendar,
-            digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg),
-        };
-        let mut conn = st.store.conn()?;
-        let tx = conn.transaction()?;
-        let r = desk.complete(&tx, now_ms(), &Actor::Staff(staff.staff_id.clone()), &id)?;
-        tx.commit()?;
+    with_desk(&state, move |desk, tx| {
+        let r = desk.complete(tx, now_ms(), &Actor::Staff(staff.staff_id.clone()), &id)?;
         Ok(Json(
             json!({ "request_id": r.id, "state": r.state.as_str() }),
         ))
@@ -147,24 +149,9 @@ async fn refuse(
     Json(req): Json<RefuseRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let staff = staff_of(&state, &headers)?;
-    let st = state.clone();
-    blocking(move || {
-        let (calendar, digest_alg) = desk_parts(&st);
-        let desk = Desk {
-            catalog: &st.catalog,
-            calendar: &calendar,
-            digest_ref: (crate::token_keys::DIGEST_KEY_LABEL, &digest_alg),
-        };
-        let mut conn = st.store.conn()?;
-        let tx = conn.transaction()?;
-        let r = desk.refuse(
-            &tx,
-            now_ms(),
-            &Actor::Staff(staff.staff_id.clone()),
-            &id,
-            &req.ground,
-        )?;
-        tx.commit()?;
+    with_desk(&state, move |desk, tx| {
+        let staff_actor = Actor::Staff(staff.staff_id.clone());
+        let r = desk.refuse(tx, now_ms(), &staff_actor, &id, &req.ground)?;
         Ok(Json(
             json!({ "request_id": r.id, "state": r.state.as_str(), "ground": r.refusal_ground }),
         ))

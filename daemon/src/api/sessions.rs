@@ -290,32 +290,22 @@ async fn consent(
             })
             .map_err(ConsentError::from)?;
     }
-    let st = state.clone();
-    let s = session.clone();
-    blocking(move || {
-        let ledger = Ledger {
-            catalog: &st.catalog,
-            session: &s.id,
-        };
-        let mut conn = st.store.conn()?;
-        let tx = conn.transaction()?;
-        let at = now_ms();
+    in_ledger(&state, session, move |ledger, tx, at, service| {
         if req.purpose {
-            ledger.grant(&tx, at, &s.service, None, Scope::Collect)?;
+            ledger.grant(tx, at, service, None, Scope::Collect)?;
         }
         for item in &req.items {
-            ledger.grant(&tx, at, &s.service, Some(item), Scope::Collect)?;
+            ledger.grant(tx, at, service, Some(item), Scope::Collect)?;
         }
         for t in &req.transfers {
             ledger.grant(
-                &tx,
+                tx,
                 at,
-                &s.service,
+                service,
                 Some(&t.item),
                 Scope::Transfer(t.destination),
             )?;
         }
-        tx.commit()?;
         Ok(())
     })
     .await?;
@@ -337,23 +327,13 @@ async fn withdraw(
     Json(req): Json<WithdrawRequest>,
 ) -> Result<Json<SessionView>, ApiError> {
     let session = session_of(&state, &headers, &id)?;
-    let st = state.clone();
-    let s = session.clone();
-    blocking(move || {
-        let ledger = Ledger {
-            catalog: &st.catalog,
-            session: &s.id,
-        };
-        let mut conn = st.store.conn()?;
-        let tx = conn.transaction()?;
-        let at = now_ms();
+    in_ledger(&state, session, move |ledger, tx, at, service| {
         if req.items.is_empty() {
-            ledger.withdraw(&tx, at, &s.service, None)?;
+            ledger.withdraw(tx, at, service, None)?;
         }
         for item in &req.items {
-            ledger.withdraw(&tx, at, &s.service, Some(item))?;
+            ledger.withdraw(tx, at, service, Some(item))?;
         }
-        tx.commit()?;
         Ok(())
     })
     .await?;
@@ -404,6 +384,29 @@ pub async fn discard_session(
                 detail: json!({ "reason": reason, "purged_subjects": subjects.len() }),
             },
         )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await
+}
+
+/// Run `f` with the session's consent ledger inside one store transaction.
+async fn in_ledger(
+    state: &AppState,
+    session: ApplicantSession,
+    f: impl FnOnce(&Ledger<'_>, &rusqlite::Transaction<'_>, i64, &str) -> Result<(), ConsentError>
+    + Send
+    + 'static,
+) -> Result<(), ApiError> {
+    let st = state.clone();
+    blocking(move || {
+        let ledger = Ledger {
+            catalog: &st.catalog,
+            session: &session.id,
+        };
+        let mut conn = st.store.conn()?;
+        let tx = conn.transaction()?;
+        f(&ledger, &tx, now_ms(), &session.service)?;
         tx.commit()?;
         Ok(())
     })

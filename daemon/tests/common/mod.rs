@@ -196,3 +196,66 @@ pub fn assert_logs_clean(logs: &[String], secrets: &[&str]) {
         }
     }
 }
+
+/// Open an applicant session for `service`; returns (session id, token).
+pub fn open_session(k: &Kioskd, service: &str) -> (String, String) {
+    let (status, opened) = k.call(
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(serde_json::json!({ "service": service })),
+    );
+    assert_eq!(status, 201, "{opened}");
+    (
+        opened["session_id"].as_str().unwrap().into(),
+        opened["token"].as_str().unwrap().into(),
+    )
+}
+
+/// Consent to the session's purpose and, separately, to `items`.
+pub fn consent(k: &Kioskd, id: &str, token: &str, items: serde_json::Value) {
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/consents"),
+        Some(token),
+        Some(serde_json::json!({ "purpose": true, "items": items })),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A session for `service` whose applicant consented and had the synthetic
+/// resident card `seed` read; returns (session id, token).
+pub fn session_with_card(k: &Kioskd, service: &str, seed: u32) -> (String, String) {
+    let (id, token) = open_session(k, service);
+    consent(k, &id, &token, serde_json::json!(["id_number"]));
+    assert_eq!(
+        k.call(
+            "POST",
+            "/v1/sim/idcard",
+            None,
+            Some(serde_json::json!({ "seed": seed }))
+        )
+        .0,
+        204
+    );
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    (id, token)
+}
+
+/// Log in as the embedded demo staff member; returns the staff token.
+pub fn staff_login(k: &Kioskd) -> String {
+    let (status, login) = k.call(
+        "POST",
+        "/v1/staff/login",
+        None,
+        Some(serde_json::json!({ "token": "staff-demo", "pin": "staff-demo-pin" })),
+    );
+    assert_eq!(status, 200, "{login}");
+    login["staff_token"].as_str().unwrap().to_string()
+}
