@@ -36,7 +36,7 @@
 //! {"result": "match" | "no_match" | "inconclusive", "reference": "…"}
 //! ```
 //!
-//! `reference` is the provider's opaque id of the check (1–128 characters of
+//! No other keys are accepted. `reference` is the provider's opaque id of the check (1–128 characters of
 //! `A-Z a-z 0-9 . _ : -`; anything else is refused so that no personal value can
 //! reach the audit log through it). A `4xx` is a definitive refusal and is never
 //! retried; a `5xx` or a transport failure is retried with exponential backoff up
@@ -458,8 +458,16 @@ pub fn parse_answer(body: &[u8]) -> Result<WireAnswer, Failure> {
             "answer larger than {MAX_RESPONSE_BYTES} bytes"
         )));
     }
-    let answer: WireAnswer =
-        serde_json::from_slice(body).map_err(|e| Failure::BadResponse(e.to_string()))?;
+    // serde_json's messages quote the offending value: keep only where and what kind,
+    // so a service echoing data cannot put it in our logs.
+    let answer: WireAnswer = serde_json::from_slice(body).map_err(|e| {
+        Failure::BadResponse(format!(
+            "not the protocol's answer ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
     if !is_opaque_reference(&answer.reference) {
         return Err(Failure::BadResponse(
             "reference is not an opaque id (1-128 of A-Z a-z 0-9 . _ : -)".into(),
