@@ -98,6 +98,9 @@ pub enum RightsError {
     Subject(#[from] SubjectError),
 }
 
+/// A row of `rights_requests`: kind, state, received, due, refusal ground, subject digest.
+type StoredRequest = (String, String, i64, String, Option<String>, Vec<u8>);
+
 /// A request as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RightsRequest {
@@ -184,7 +187,7 @@ impl Desk<'_> {
 
     /// Load a request.
     pub fn get(tx: &Transaction<'_>, id: &str) -> Result<(RightsRequest, [u8; 32]), RightsError> {
-        let row: Option<(String, String, i64, String, Option<String>, Vec<u8>)> = tx
+        let row: Option<StoredRequest> = tx
             .query_row(
                 "SELECT kind, state, received_at, due_date, refusal_ground, subject_digest
                  FROM rights_requests WHERE id = ?1",

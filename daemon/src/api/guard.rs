@@ -22,7 +22,7 @@ impl AllowedHosts {
 
     fn allows(&self, host_header: &str) -> bool {
         let host = strip_port(host_header).to_ascii_lowercase();
-        self.0.iter().any(|n| *n == host)
+        self.0.contains(&host)
     }
 }
 
