@@ -1,0 +1,418 @@
+// Browser tests of the applicant kiosk page against a real kioskd on simulated
+// devices: Debian's chromium driven headless by playwright-core, clicking and
+// tapping as a person would, asserting what the screen shows. axe-core checks
+// accessibility. Screenshots of each step go to $SCREENSHOTS. Ends with the
+// line "N passed, M failed" and exits non-zero on any failure.
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { AxeBuilder } from "@axe-core/playwright";
+import { startKioskd } from "./lib/kioskd.mjs";
+
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SCREENSHOTS = process.env.SCREENSHOTS || join(process.cwd(), "artifacts", "screenshots");
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+];
+const STEP_TIMEOUT_MS = 15000;
+// For work on the page: serve daemon/web/ from disk instead of the assets
+// embedded in the kioskd binary (same paths and CSP), to skip the rebuild.
+const DEV_ASSETS = process.env.KIOSK_WEB_ASSETS_DIR;
+// Run only the tests whose name contains this text.
+const ONLY = process.env.KIOSK_WEB_ONLY || "";
+
+// ------------------------------------------------ the synthetic card's clear values
+// Built by the fixture rules of firmware-interfaces/src/sim/fixtures.rs
+// (resident_text(seed)): the page must never show any of them in clear.
+function gb11643(first17) {
+  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+  const sum = [...first17].reduce((acc, d, i) => acc + Number(d) * weights[i], 0);
+  return first17 + "10X98765432"[sum % 11];
+}
+function residentCard(seed) {
+  const first17 = `99010119900102${String(seed % 1000).padStart(3, "0")}`;
+  return { name: "测试甲", idNumber: gb11643(first17), first17, birthCompact: "19900102", address: "测试省示例市样本区模拟路1号" };
+}
+const CARD = residentCard(1); // the page's demo button presents seed 1
+const CLEAR_VALUES = [CARD.name, CARD.idNumber, CARD.first17, CARD.idNumber.slice(1, 17), CARD.birthCompact, CARD.address];
+// The catalog's display rules: name keeps 1 character, ID number first 1 + last 1.
+const MASKED_NAME = CARD.name[0] + "*".repeat(CARD.name.length - 1);
+const MASKED_ID = CARD.idNumber[0] + "*".repeat(16) + CARD.idNumber[17];
+
+// ------------------------------------------------ runner
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+let shotCounter = 0;
+
+class Run {
+  constructor(name, kioskd, context, page) {
+    Object.assign(this, { name, kioskd, context, page });
+    this.slug = name.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase();
+    this.apiBodies = []; // every /v1 response body the page received
+    this.apiRequests = []; // "METHOD /path" of every /v1 request the page made
+    this.pending = [];
+    this.sessions = []; // {session_id, token} the page opened
+    page.on("request", (r) => { const u = new URL(r.url()); if (u.pathname.startsWith("/v1/")) this.apiRequests.push(`${r.method()} ${u.pathname}`); });
+    page.on("response", (r) => {
+      const u = new URL(r.url());
+      if (!u.pathname.startsWith("/v1/")) return;
+      this.pending.push(r.text().then((body) => {
+        this.apiBodies.push(body);
+        if (r.request().method() === "POST" && u.pathname === "/v1/sessions" && r.status() === 201) this.sessions.push(JSON.parse(body));
+      }, () => {}));
+    });
+  }
+  async shot(step) {
+    shotCounter += 1;
+    const file = join(SCREENSHOTS, `${String(shotCounter).padStart(2, "0")}-${this.slug}-${step}.png`);
+    await this.page.screenshot({ path: file, fullPage: true });
+  }
+  heading(name) { return this.page.getByRole("heading", { level: 2, name, exact: true }); }
+  async see(locator) { await locator.waitFor({ state: "visible", timeout: STEP_TIMEOUT_MS }); }
+  async seeHeading(name) { await this.see(this.heading(name)); }
+  async notice() { const n = this.page.getByRole("alert"); await this.see(n); return (await n.textContent()).trim(); }
+  lastSession() { assert.ok(this.sessions.length, "the page opened a session"); return this.sessions[this.sessions.length - 1]; }
+  async settle() { await Promise.all(this.pending); }
+  /** The whole DOM (markup, text, form values), the page's storage and every API answer hold no clear personal value. */
+  async assertNoClearValues(where) {
+    await this.settle();
+    const dom = await this.page.evaluate(() => [
+      document.documentElement.outerHTML,
+      document.body.innerText,
+      ...[...document.querySelectorAll("input, textarea")].map((e) => e.value),
+      JSON.stringify({ ...localStorage }), JSON.stringify({ ...sessionStorage }), document.cookie,
+    ].join("\n"));
+    for (const v of CLEAR_VALUES) {
+      assert.ok(!dom.includes(v), `${where}: clear value ${JSON.stringify(v)} in the page`);
+      for (const b of this.apiBodies) assert.ok(!b.includes(v), `${where}: clear value ${JSON.stringify(v)} in an API answer`);
+    }
+  }
+  /** The daemon no longer knows the session the page opened, and a new one can be opened (not busy). */
+  async assertSessionGone(s) {
+    const r = await this.kioskd.call("GET", `/v1/sessions/${s.session_id}`, { token: s.token });
+    assert.ok(r.status === 404 || r.status === 401, `session still there: ${r.status} ${JSON.stringify(r.body)}`);
+    const again = await this.kioskd.call("POST", "/v1/sessions", { body: { service: "cert_application" } });
+    assert.equal(again.status, 201, `a new session cannot be opened: ${JSON.stringify(again.body)}`);
+    const del = await this.kioskd.call("DELETE", `/v1/sessions/${again.body.session_id}`, { token: again.body.token });
+    assert.equal(del.status, 204);
+  }
+  /** Wait until the page's DELETE of the session has been answered. */
+  waitForDelete() {
+    return this.page.waitForResponse((r) => r.request().method() === "DELETE" && /\/v1\/sessions\//.test(r.url()), { timeout: STEP_TIMEOUT_MS });
+  }
+  // -------------------------------------------- steps as a person does them
+  async open() {
+    await this.page.goto(this.kioskd.base + "/");
+    await this.seeHeading("请选择服务");
+  }
+  async chooseCertApplication() {
+    await this.page.getByRole("button", { name: "证书申请", exact: true }).click();
+    await this.seeHeading("个人信息处理同意");
+  }
+  async giveRequiredConsent() {
+    await this.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+    await this.page.getByRole("checkbox", { name: /身份证号码（必需）/ }).check();
+    await this.page.getByRole("button", { name: "同意并继续" }).click();
+    await this.seeHeading("请将身份证放在读卡区");
+  }
+  async placeDemoCardAndRead() {
+    await this.page.getByRole("button", { name: "演示：放置测试身份证" }).click();
+    await this.seeHeading("读取结果");
+  }
+  async cancelAndCheck(buttonName, where) {
+    const deleted = this.waitForDelete();
+    await this.page.getByRole("button", { name: buttonName }).click();
+    await this.seeHeading("请选择服务");
+    assert.equal((await deleted).status(), 204, `${where}: DELETE answered`);
+    assert.match(await this.notice(), /清除/);
+    await this.assertNoClearValues(where);
+    assert.equal(await this.page.getByText(MASKED_NAME, { exact: true }).count(), 0, `${where}: masked values cleared too`);
+    await this.assertSessionGone(this.lastSession());
+  }
+}
+
+async function serveDevAssets(context) {
+  const files = { "/": ["kiosk.html", "text/html"], "/assets/kiosk.js": ["kiosk.js", "text/javascript"], "/assets/kiosk.css": ["kiosk.css", "text/css"] };
+  await context.route((url) => url.pathname in files, async (route) => {
+    const [file, type] = files[new URL(route.request().url()).pathname];
+    const upstream = await route.fetch();
+    await route.fulfill({ response: upstream, body: await readFile(join(DEV_ASSETS, file), "utf8"), headers: { ...upstream.headers(), "content-type": `${type}; charset=utf-8` } });
+  });
+}
+
+async function runAll() {
+  await mkdir(SCREENSHOTS, { recursive: true });
+  const kioskd = await startKioskd();
+  const results = [];
+  try {
+    for (const t of tests.filter((x) => x.name.includes(ONLY))) {
+      const started = Date.now();
+      const profile = await mkdtemp(join(tmpdir(), "kiosk-chromium-"));
+      let context, run;
+      try {
+        await kioskd.call("DELETE", "/v1/sim/idcard"); // no card left on the reader by a previous test
+        context = await chromium.launchPersistentContext(profile, {
+          executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS,
+          viewport: { width: 1024, height: 1200 }, hasTouch: true, locale: "zh-CN", reducedMotion: "reduce",
+        });
+        const page = context.pages()[0] || (await context.newPage());
+        if (DEV_ASSETS) await serveDevAssets(context);
+        run = new Run(t.name, kioskd, context, page);
+        await t.fn(run, kioskd);
+        results.push(true);
+        console.log(`ok   - ${t.name} (${Date.now() - started} ms)`);
+      } catch (e) {
+        results.push(false);
+        console.log(`FAIL - ${t.name} (${Date.now() - started} ms)\n${String(e && e.stack ? e.stack : e).replace(/^/gm, "       ")}`);
+        if (run) await run.page.screenshot({ path: join(SCREENSHOTS, `FAILED-${run.slug}.png`), fullPage: true }).catch(() => {});
+      } finally {
+        // A failed test must not leave its session open for the next one.
+        for (const s of run ? run.sessions : []) await kioskd.call("DELETE", `/v1/sessions/${s.session_id}`, { token: s.token }).catch(() => {});
+        if (context) await context.close().catch(() => {});
+        await rm(profile, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    await kioskd.stop();
+  }
+  return results;
+}
+
+// ------------------------------------------------ tests
+
+test("applicant flow shows only masked values", async (r) => {
+  await r.open();
+  assert.equal(await r.page.getAttribute("html", "lang"), "zh-CN");
+  await r.shot("service");
+  await r.chooseCertApplication();
+  // Nothing pre-ticked; sensitive items set apart, each with its own checkbox.
+  assert.equal(await r.page.locator("input[type=checkbox]:checked").count(), 0, "nothing is pre-ticked");
+  const sensitive = r.page.getByRole("group", { name: /敏感个人信息/ });
+  await r.see(sensitive.getByRole("checkbox", { name: "同意处理我的身份证号码（必需）" }));
+  await r.see(sensitive.getByRole("checkbox", { name: "同意处理我的指纹（可选）" }));
+  await r.see(sensitive.getByRole("checkbox", { name: "同意处理我的人脸图像（可选）" }));
+  const general = r.page.getByRole("group", { name: "一般个人信息" });
+  await r.see(general.getByRole("listitem").getByText("姓名（必需）", { exact: true }));
+  assert.equal(await general.getByRole("checkbox", { name: /身份证号码/ }).count(), 0, "the ID number is not among the general items");
+  await r.see(r.page.getByText("证书申请（新办、更新、变更、密钥更新）"));
+  await r.shot("consent");
+
+  await r.giveRequiredConsent();
+  const status = r.page.getByRole("status");
+  await r.see(status.getByText("等待放置身份证……"));
+  await r.shot("card-waiting");
+  await r.placeDemoCardAndRead();
+  await r.shot("result");
+
+  const value = (label) => r.page.locator("#fields .field").filter({ has: r.page.getByRole("term").getByText(label, { exact: true }) }).getByRole("definition");
+  assert.equal(await value("姓名").textContent(), MASKED_NAME);
+  assert.equal(await value("身份证号码").textContent(), MASKED_ID);
+  assert.match(await value("住址").textContent(), /^测试省示例市\*+$/);
+  assert.match(await value("出生日期").textContent(), /^1990\*+$/);
+  await r.see(r.page.getByText(/以上信息仅用于：证书申请/));
+  await r.see(r.page.getByText(/未读取的信息.*民族/)); // optional sensitive item not consented: not read
+  await r.assertNoClearValues("result");
+  const consents = r.apiRequests.filter((q) => q.endsWith("/consents"));
+  assert.equal(consents.length, 1, "one consent request");
+
+  await r.cancelAndCheck("结束并清除", "after finishing");
+});
+
+test("consent refused: cannot proceed", async (r) => {
+  await r.open();
+  await r.chooseCertApplication();
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  assert.match(await r.notice(), /请先勾选/);
+  await r.seeHeading("个人信息处理同意");
+  await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  await r.see(r.page.getByRole("alert").getByText(/办理此业务需要您单独同意处理：身份证号码/));
+  await r.shot("consent-missing");
+  await r.seeHeading("个人信息处理同意");
+  assert.equal(await r.heading("请将身份证放在读卡区").isVisible(), false);
+  assert.deepEqual(r.apiRequests.filter((q) => q.includes("/consents") || q.includes("/idcard")), [], "nothing was sent before consent");
+
+  const deleted = r.waitForDelete();
+  await r.page.getByRole("button", { name: "不同意" }).click();
+  await r.seeHeading("请选择服务");
+  assert.equal((await deleted).status(), 204);
+  assert.match(await r.notice(), /您未同意.*没有收集您的任何信息/);
+  await r.shot("refused");
+  await r.assertSessionGone(r.lastSession());
+});
+
+test("cancel at each step leaves nothing behind", async (r) => {
+  await r.open();
+  await r.chooseCertApplication();
+  await r.cancelAndCheck("取消办理", "cancel at consent");
+
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  await r.cancelAndCheck("取消办理", "cancel while waiting for the card");
+
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  await r.placeDemoCardAndRead();
+  await r.see(r.page.getByText(MASKED_NAME, { exact: true }));
+  await r.cancelAndCheck("结束并清除", "cancel at the result");
+  assert.equal(await r.page.locator("input[type=checkbox]:checked").count(), 0, "no consent left ticked");
+});
+
+test("language switch", async (r) => {
+  await r.open();
+  await r.page.getByRole("button", { name: "English" }).click();
+  await r.seeHeading("Choose a service");
+  assert.equal(await r.page.getAttribute("html", "lang"), "en");
+  await r.shot("service-en");
+  await r.page.getByRole("button", { name: "Apply for a certificate" }).click();
+  await r.seeHeading("Consent to the processing of personal information");
+  await r.page.getByRole("checkbox", { name: "I agree to the processing of this information for the purpose above" }).check();
+  const id = r.page.getByRole("checkbox", { name: "I agree to the processing of my ID-card number (required)" });
+  await id.check();
+  await r.shot("consent-en");
+  // Switching mid-step keeps what was ticked and relabels it.
+  await r.page.getByRole("button", { name: "中文" }).click();
+  await r.seeHeading("个人信息处理同意");
+  assert.equal(await r.page.getAttribute("html", "lang"), "zh-CN");
+  assert.equal(await r.page.getByRole("checkbox", { name: "同意处理我的身份证号码（必需）" }).isChecked(), true);
+  assert.equal(await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).isChecked(), true);
+  await r.page.getByRole("button", { name: "English" }).click();
+  await r.page.getByRole("button", { name: "Agree and continue" }).click();
+  await r.seeHeading("Place your ID card on the reader");
+  await r.see(r.page.getByRole("status").getByText("Waiting for your ID card…"));
+  await r.page.getByRole("button", { name: "Demo: place a test ID card" }).click();
+  await r.seeHeading("What was read");
+  await r.see(r.page.getByRole("term").getByText("ID-card number", { exact: true }));
+  await r.see(r.page.getByRole("definition").getByText(MASKED_ID, { exact: true }));
+  await r.shot("result-en");
+  await r.assertNoClearValues("English result");
+  const deleted = r.waitForDelete();
+  await r.page.getByRole("button", { name: "Finish and clear" }).click();
+  await r.seeHeading("Choose a service");
+  assert.equal((await deleted).status(), 204);
+});
+
+test("ID card of a child under 14 needs a guardian", async (r, kioskd) => {
+  await r.open();
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  const today = new Date();
+  const birth = `${today.getUTCFullYear() - 10}-01-15`;
+  // The person places the card (the simulated reader stands in for it).
+  assert.equal((await kioskd.call("POST", "/v1/sim/idcard", { body: { seed: 1, birth_date: birth } })).status, 204);
+  await r.see(r.page.getByRole("status").getByText(/未满14周岁/));
+  await r.shot("minor");
+  assert.equal(await r.page.locator("#fields .field").count(), 0, "nothing shown");
+  await r.assertNoClearValues("minor");
+  await r.cancelAndCheck("取消办理", "cancel after the minor's card");
+});
+
+test("idle timeout warns, can be continued, then clears the screen", async (r) => {
+  const short = await startKioskd({ config: "[api]\nsession_idle_secs = 4\n" });
+  try {
+    r.kioskd = short;
+    await r.open();
+    await r.chooseCertApplication();
+    const purpose = r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" });
+    await purpose.check();
+    const dialog = r.page.getByRole("dialog", { name: "您还在吗？" });
+    await r.see(dialog);
+    await r.see(dialog.getByText(/秒后将结束本次办理/));
+    await r.shot("idle-warning");
+    await dialog.getByRole("button", { name: "继续办理" }).click();
+    await dialog.waitFor({ state: "hidden", timeout: STEP_TIMEOUT_MS });
+    assert.equal(await purpose.isChecked(), true, "continuing keeps the screen");
+    await r.seeHeading("个人信息处理同意");
+    // Walk away: the warning comes back, then the screen is cleared.
+    const deleted = r.waitForDelete();
+    await r.see(dialog);
+    await r.seeHeading("请选择服务");
+    await deleted;
+    assert.match(await r.notice(), /长时间无操作/);
+    await r.shot("idle-cleared");
+    await r.assertNoClearValues("after idle");
+    assert.equal(await r.page.locator("#general-items li").count(), 0, "consent text cleared");
+    await r.assertSessionGone(r.lastSession());
+  } finally {
+    await short.stop();
+  }
+});
+
+test("touch targets, focus order and keyboard use", async (r) => {
+  await r.open();
+  // Tap (touch) the service.
+  await r.page.getByRole("button", { name: "证书申请", exact: true }).tap();
+  await r.seeHeading("个人信息处理同意");
+  assert.equal(await r.page.evaluate(() => document.activeElement.id), "h-consent", "focus moves to the new step's heading");
+  for (const target of await r.page.locator("button:visible, label.check:visible").all()) {
+    const box = await target.boundingBox();
+    assert.ok(box.height >= 48 && box.width >= 48, `touch target too small: ${await target.textContent()} ${JSON.stringify(box)}`);
+  }
+  // Keyboard only: Tab walks the consent in reading order.
+  const focusedName = () => r.page.evaluate(() => {
+    const e = document.activeElement;
+    return (e.labels && e.labels[0] ? e.labels[0].textContent : e.textContent).trim();
+  });
+  await r.page.keyboard.press("Tab");
+  assert.equal(await focusedName(), "我同意为上述目的处理这些信息");
+  await r.page.keyboard.press("Space");
+  await r.page.keyboard.press("Tab");
+  assert.match(await focusedName(), /身份证号码/);
+  await r.page.keyboard.press("Space");
+  const order = [];
+  for (let i = 0; i < 12; i += 1) {
+    await r.page.keyboard.press("Tab");
+    order.push(await focusedName());
+    if (order[order.length - 1] === "同意并继续") break;
+  }
+  assert.equal(order[order.length - 1], "同意并继续", `Tab reaches the next button after the consents: ${order.join(" | ")}`);
+  assert.ok(order.every((n) => n !== "不同意" && n !== "取消办理"), "the buttons come after every consent");
+  await r.page.keyboard.press("Enter");
+  await r.seeHeading("请将身份证放在读卡区");
+  assert.equal(await r.page.evaluate(() => document.activeElement.id), "h-idcard");
+  await r.cancelAndCheck("取消办理", "keyboard run");
+});
+
+async function assertAccessible(r, where) {
+  const result = await new AxeBuilder({ page: r.page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]).analyze();
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(bad.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`), [], `axe on ${where}`);
+  assert.ok(result.passes.length > 10, `axe ran its checks on ${where}`);
+}
+
+test("axe-core: no serious or critical violations on any step", async (r) => {
+  await r.open();
+  await assertAccessible(r, "service");
+  await r.chooseCertApplication();
+  await assertAccessible(r, "consent");
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  await r.notice();
+  await assertAccessible(r, "consent with a notice");
+  await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+  await r.page.getByRole("checkbox", { name: /身份证号码（必需）/ }).check();
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  await r.seeHeading("请将身份证放在读卡区");
+  await assertAccessible(r, "ID card");
+  await r.placeDemoCardAndRead();
+  await assertAccessible(r, "result");
+  await r.page.getByRole("button", { name: "English" }).click();
+  await r.seeHeading("What was read");
+  await assertAccessible(r, "result in English");
+  const deleted = r.waitForDelete();
+  await r.page.getByRole("button", { name: "Finish and clear" }).click();
+  await deleted;
+});
+
+test("kioskd logs hold no clear personal value", async (r, kioskd) => {
+  assert.ok(kioskd.logs.length > 10, `logs were captured: ${kioskd.logs.length}`);
+  assert.ok(kioskd.logs.some((l) => l.includes("ID card read")), "the card was read during this run");
+  for (const line of kioskd.logs) for (const v of CLEAR_VALUES) assert.ok(!line.includes(v), `clear value in a log line: ${line}`);
+});
+
+const results = await runAll();
+const passed = results.filter(Boolean).length;
+console.log(`${passed} passed, ${results.length - passed} failed`);
+process.exit(results.length - passed === 0 && results.length > 0 ? 0 : 1);

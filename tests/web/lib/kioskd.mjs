@@ -1,0 +1,58 @@
+// Runs the real kioskd binary for the browser tests: a fresh data directory,
+// an optional config file, port 0 (the URL is read from its JSON start-up
+// log line) and every log line kept so the tests can scan it for personal data.
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const SERVING = "kioskd serving the kiosk page and API";
+
+export async function startKioskd({ config = "", bin = process.env.KIOSKD_BIN } = {}) {
+  if (!bin) throw new Error("KIOSKD_BIN is not set (run tests/web/run.sh)");
+  const dir = await mkdtemp(join(tmpdir(), "kioskd-web-"));
+  const cfg = join(dir, "kioskd-web-test.toml");
+  await writeFile(cfg, config);
+  const child = spawn(bin, ["--config", cfg, "--data-dir", join(dir, "data"), "--log-format", "json"], {
+    env: { ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const logs = [];
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`kioskd did not start in 60 s:\n${logs.join("\n")}`)), 60000);
+    exited.then(({ code, signal }) => { clearTimeout(timer); reject(new Error(`kioskd exited (${code ?? signal}):\n${logs.join("\n")}`)); });
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      logs.push(line);
+      try {
+        const v = JSON.parse(line);
+        const msg = v.message ?? v.fields?.message;
+        const url = v.url ?? v.fields?.url;
+        if (msg === SERVING && url) { clearTimeout(timer); resolve(String(url).replace(/\/$/, "")); }
+      } catch { /* not JSON: keep it in the logs */ }
+    });
+  });
+
+  /** One API call from the test itself (not through the page). */
+  async function call(method, path, { body, token } = {}) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const r = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  }
+
+  async function stop() {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 10000);
+      await exited;
+      clearTimeout(killer);
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  return { base, logs, call, stop };
+}
