@@ -48,7 +48,7 @@ pub enum AppError {
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
     #[error("devices: {0}")]
-    Devices(#[from] drivers::config::DeviceConfigError),
+    Devices(#[from] crate::devices::DevicesError),
     #[error("staff authentication: {0}")]
     Staff(#[from] crate::staff::StaffError),
 }
@@ -114,6 +114,7 @@ pub async fn serve(
         ))),
         devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
         staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
+        biometrics: Arc::new(crate::session::Biometrics::default()),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -155,6 +156,7 @@ pub async fn serve(
     }
     tracker.spawn(systemd::watchdog(shutdown.clone()));
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
+    start_sync(&loaded, &state, &tracker, shutdown.clone());
 
     systemd::notify_ready("serving");
     tracing::info!(
@@ -277,6 +279,30 @@ fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
         .optional()
         .map_err(StoreError::from)?)
 }
+
+// ---- sync to HQ: start-up of the sender (crate::sync::hq_client, crate::sync::local_hq) ----
+
+/// Start the link to HQ (a local `hq-ingest` child or the remote HQ) and the sender. Never
+/// fails start-up: without HQ the records wait in the outbox.
+fn start_sync(
+    loaded: &LoadedConfig,
+    state: &AppState,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let config = loaded.config.clone();
+    let link = crate::sync::hq_client::SyncLink {
+        hq: config.hq.clone(),
+        kiosk_id: config.kiosk.id.clone(),
+        data_dir: loaded.data_dir().to_path_buf(),
+        resolve: Arc::new(move |p: &Path| config.resolve(p)),
+        store: state.store.clone(),
+        signer: state.keys.signer.clone(),
+    };
+    tracker.spawn(crate::sync::hq_client::run(link, shutdown));
+}
+
+// ---- end of sync to HQ ----
 
 /// Periodic work: sign an audit checkpoint when the log grew, sweep retention.
 async fn housekeeping(state: AppState, cancel: CancellationToken) {

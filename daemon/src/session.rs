@@ -129,6 +129,38 @@ impl Sessions {
     }
 }
 
+/// Live biometrics captured in an applicant session, kept in memory only
+/// (zeroized on drop) and forgotten when the session ends.
+#[derive(Default)]
+pub struct Biometrics {
+    faces: Mutex<std::collections::HashMap<String, drivers::binding::FaceImage>>,
+}
+
+impl Biometrics {
+    pub fn put_face(&self, session: &str, face: drivers::binding::FaceImage) {
+        self.faces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session.to_string(), face);
+    }
+
+    pub fn face(&self, session: &str) -> Option<drivers::binding::FaceImage> {
+        self.faces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(session)
+            .cloned()
+    }
+
+    /// Forget everything captured in `session`.
+    pub fn forget(&self, session: &str) {
+        self.faces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(session);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

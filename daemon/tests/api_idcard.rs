@@ -153,3 +153,45 @@ fn under_fourteen_is_refused_without_a_guardian_and_fourteen_is_not() {
     }
     k.stop();
 }
+
+#[test]
+fn face_capture_needs_its_own_consent_and_returns_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(&dir.path().join("data"), "");
+    let (id, token) = open_session(&k, "cert_application");
+    consent(&k, &id, &token, json!(["id_number"]));
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/face"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "separate_consent_required");
+    consent(&k, &id, &token, json!(["face_image"]));
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/face"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], true);
+    assert!(body["quality"]["sharpness"].as_f64().unwrap() > 0.0);
+    assert!(
+        body.to_string().len() < 400,
+        "no image in the answer: {body}"
+    );
+    cancel(&k, &id, &token);
+    k.stop();
+    // Nothing of the face reached the disk: no table holds it.
+    let conn = rusqlite::Connection::open(dir.path().join("data/kiosk.sqlite")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM personal_fields WHERE item = 'face_image'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+}

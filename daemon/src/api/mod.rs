@@ -3,6 +3,7 @@
 //! `Host` is not one of the configured local names are refused (DNS rebinding).
 
 mod error;
+pub mod face;
 mod guard;
 pub mod idcard;
 mod pages;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub sessions: Arc<crate::session::Sessions>,
     pub devices: Arc<crate::devices::Devices>,
     pub staff: Arc<crate::staff::StaffAuth>,
+    /// Live biometrics of the applicant session: memory only, never disk.
+    pub biometrics: Arc<crate::session::Biometrics>,
 }
 
 /// Build the API router.
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .merge(sessions::routes())
         .merge(idcard::routes())
+        .merge(face::routes())
         .merge(pages::routes())
         .merge(staff::routes())
         .merge(rights::routes())
