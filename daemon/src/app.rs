@@ -114,7 +114,7 @@ pub async fn serve(
         ))),
         devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
         staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
-        biometrics: Arc::new(crate::session::Biometrics::default()),
+        memory: Arc::new(crate::session::SessionMemory::default()),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();

@@ -129,35 +129,47 @@ impl Sessions {
     }
 }
 
-/// Live biometrics captured in an applicant session, kept in memory only
-/// (zeroized on drop) and forgotten when the session ends.
+/// What an applicant session holds in memory only (zeroized on drop,
+/// forgotten when the session ends): live biometrics and a verified guardian.
 #[derive(Default)]
-pub struct Biometrics {
+pub struct SessionMemory {
     faces: Mutex<std::collections::HashMap<String, drivers::binding::FaceImage>>,
+    guardians: Mutex<std::collections::HashMap<String, Guardian>>,
 }
 
-impl Biometrics {
+/// A guardian verified through the identity flow, with the items that go
+/// with the minor's record.
+#[derive(Debug, Clone)]
+pub struct Guardian {
+    pub verified: crate::privacy::minors::VerifiedGuardian,
+    pub items: Vec<crate::privacy::Personal>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SessionMemory {
     pub fn put_face(&self, session: &str, face: drivers::binding::FaceImage) {
-        self.faces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session.to_string(), face);
+        lock(&self.faces).insert(session.to_string(), face);
     }
 
     pub fn face(&self, session: &str) -> Option<drivers::binding::FaceImage> {
-        self.faces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(session)
-            .cloned()
+        lock(&self.faces).get(session).cloned()
     }
 
-    /// Forget everything captured in `session`.
+    pub fn put_guardian(&self, session: &str, guardian: Guardian) {
+        lock(&self.guardians).insert(session.to_string(), guardian);
+    }
+
+    pub fn guardian(&self, session: &str) -> Option<Guardian> {
+        lock(&self.guardians).get(session).cloned()
+    }
+
+    /// Forget everything held for `session`.
     pub fn forget(&self, session: &str) {
-        self.faces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(session);
+        lock(&self.faces).remove(session);
+        lock(&self.guardians).remove(session);
     }
 }
 

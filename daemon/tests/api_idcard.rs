@@ -195,3 +195,79 @@ fn face_capture_needs_its_own_consent_and_returns_no_image() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[test]
+fn a_minor_is_served_after_an_adult_guardian_verifies_and_consents() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(&dir.path().join("data"), "");
+    let today = time::OffsetDateTime::now_utc().date();
+    let ymd = |d: time::Date| format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day());
+    let minor = ymd(today.replace_year(today.year() - 10).unwrap_or(today));
+    let teen = ymd(today.replace_year(today.year() - 16).unwrap_or(today));
+    let (id, token) = open_session(&k, "cert_application");
+    consent(&k, &id, &token, json!(["id_number", "guardian_id_number"]));
+    let present = |seed: u32, birth: &str| {
+        assert_eq!(
+            k.call(
+                "POST",
+                "/v1/sim/idcard",
+                None,
+                Some(json!({"seed": seed, "birth_date": birth}))
+            )
+            .0,
+            204
+        );
+    };
+    present(21, &minor);
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "guardian_required");
+
+    // A 16-year-old cannot be the guardian.
+    present(22, &teen);
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/guardian"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "guardian_not_adult");
+
+    // An adult guardian (the fixture's 1990 birth date) verifies and consents.
+    assert_eq!(
+        k.call("POST", "/v1/sim/idcard", None, Some(json!({"seed": 23})))
+            .0,
+        204
+    );
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/guardian"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["guardian"]["name"], "测**");
+
+    present(21, &minor);
+    let (status, card) = k.call(
+        "POST",
+        &format!("/v1/sessions/{id}/idcard"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{card}");
+    assert!(
+        card["fields"]["guardian_id_number"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("****")
+    );
+    cancel(&k, &id, &token);
+    k.stop();
+}

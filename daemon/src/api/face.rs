@@ -54,7 +54,7 @@ async fn capture(
         ),
     })?;
     let q = capture.quality;
-    state.biometrics.put_face(
+    state.memory.put_face(
         &session.id,
         FaceImage {
             width: capture.frame.width as u32,

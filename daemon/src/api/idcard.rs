@@ -27,6 +27,7 @@ use crate::workflow::idcard::{self, IdCardStepError};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/sessions/{id}/idcard", post(read))
+        .route("/v1/sessions/{id}/guardian", post(guardian))
         .route("/v1/sim/idcard", post(sim_present).delete(sim_remove))
 }
 
@@ -71,29 +72,27 @@ async fn read(
     Path(id): Path<String>,
 ) -> Result<Json<CardOut>, ApiError> {
     let session = session_of(&state, &headers, &id)?;
-    let card = {
-        let mut reader = state.devices.idcard.lock().await;
-        tokio::time::timeout(Duration::from_secs(20), reader.read_card())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "device_timeout",
-                    "the ID-card reader did not answer",
-                )
-            })?
-            .map_err(IdCardStepError::from)?
-    };
+    let card = read_card(&state).await?;
     let text = card.text;
     let today = time::OffsetDateTime::now_utc().date();
-    idcard::check_age(&state.catalog, &text, today).map_err(IdCardStepError::from)?;
+    let guardian = state.memory.guardian(&session.id);
+    idcard::check_age(
+        &state.catalog,
+        &text,
+        today,
+        guardian.as_ref().map(|g| &g.verified),
+    )
+    .map_err(IdCardStepError::from)?;
     let card_type = match &text {
         CardText::Resident(_) => "resident",
         CardText::HkMacaoTaiwan(_) => "hk_macao_taiwan",
         CardText::ForeignPermanent2017(_) => "foreign_permanent_2017",
         CardText::ForeignPermanent2023(_) => "foreign_permanent_2023",
     };
-    let items = idcard::card_items(&text);
+    let mut items = idcard::card_items(&text);
+    if let Some(g) = guardian {
+        items.extend(g.items);
+    }
     let st = state.clone();
     let s = session.clone();
     let (shown, withheld) = blocking(move || {
@@ -253,4 +252,106 @@ async fn sim_present(
 async fn sim_remove(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     sim_handle(&state)?.remove_card();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read the card on the reader, with a bound on the whole operation.
+async fn read_card(state: &AppState) -> Result<drivers::CardRead, ApiError> {
+    let mut reader = state.devices.idcard.lock().await;
+    Ok(
+        tokio::time::timeout(Duration::from_secs(20), reader.read_card())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "device_timeout",
+                    "the ID-card reader did not answer",
+                )
+            })?
+            .map_err(IdCardStepError::from)?,
+    )
+}
+
+/// `POST /v1/sessions/{id}/guardian`: a guardian places their own ID card
+/// before a minor's. They must be an adult; their consent for the minor is
+/// recorded (audited, with their keyed digest only) and held in the session's
+/// memory until the minor's card is read; their name and ID number then go
+/// with the minor's record as the catalog's guardian items.
+async fn guardian(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = session_of(&state, &headers, &id)?;
+    let st = state.clone();
+    let s = session.clone();
+    blocking(move || {
+        let conn = st.store.conn()?;
+        let ledger = crate::privacy::consent::Ledger {
+            catalog: &st.catalog,
+            session: &s.id,
+        };
+        for item in ["guardian_name", "guardian_id_number"] {
+            ledger.require(&conn, &s.service, None, item)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let text = read_card(&state).await?.text;
+    let today = time::OffsetDateTime::now_utc().date();
+    let birth = text.birth_date().date();
+    if crate::privacy::minors::age_on(birth, today) < 18 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "guardian_not_adult",
+            "a guardian must be an adult",
+        ));
+    }
+    let items = idcard::guardian_items(&text);
+    let vault = state.keys.vault.clone();
+    let id_item = items[1].clone();
+    let st = state.clone();
+    let sid = session.id.clone();
+    let digest = blocking(move || {
+        let digest = crate::keys::KeyVault::keyed_digest(
+            vault.as_ref(),
+            "subject",
+            id_item.expose().as_bytes(),
+        )
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                e.to_string(),
+            )
+        })?;
+        let mut conn = st.store.conn()?;
+        crate::audit::record(
+            &mut conn,
+            now_ms(),
+            &crate::audit::AuditEvent {
+                actor: Actor::Applicant(sid),
+                action: "consent.guardian",
+                subject: Some(digest),
+                detail: serde_json::json!({ "policy": st.catalog.policy_version }),
+            },
+        )?;
+        Ok(digest)
+    })
+    .await?;
+    let masked_name = items[0].masked(&state.catalog);
+    state.memory.put_guardian(
+        &session.id,
+        crate::session::Guardian {
+            verified: crate::privacy::minors::VerifiedGuardian {
+                birth,
+                subject_digest: digest,
+                consented: true,
+            },
+            items,
+        },
+    );
+    tracing::info!(session = %session.id, "guardian verified and consented");
+    Ok(Json(
+        serde_json::json!({ "verified": true, "guardian": { "name": masked_name } }),
+    ))
 }

@@ -34,8 +34,8 @@ pub struct AppState {
     pub sessions: Arc<crate::session::Sessions>,
     pub devices: Arc<crate::devices::Devices>,
     pub staff: Arc<crate::staff::StaffAuth>,
-    /// Live biometrics of the applicant session: memory only, never disk.
-    pub biometrics: Arc<crate::session::Biometrics>,
+    /// What applicant sessions hold in memory only (biometrics, guardians).
+    pub memory: Arc<crate::session::SessionMemory>,
 }
 
 /// Build the API router.

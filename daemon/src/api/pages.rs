@@ -1,12 +1,17 @@
 //! The kiosk page (`/`) and its assets, embedded in the binary: no CDN, works
-//! offline. Served with a strict Content-Security-Policy.
+//! offline. Served with a strict Content-Security-Policy. `/assets/kiosk-config.json`
+//! tells the page what it needs to know about this kiosk (no personal data).
+
+use std::borrow::Cow;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::header::{
     CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::response::IntoResponse;
 use axum::routing::get;
+use serde::Serialize;
 
 use super::AppState;
 
@@ -26,9 +31,32 @@ pub fn routes() -> Router<AppState> {
             "/assets/kiosk.css",
             get(|| asset("text/css; charset=utf-8", KIOSK_CSS)),
         )
+        .route("/assets/kiosk-config.json", get(page_config))
+}
+
+/// What the page adapts to.
+#[derive(Serialize)]
+struct PageConfig {
+    /// The ID-card reader is simulated: the page offers its demo card button.
+    simulated_idcard: bool,
+}
+
+async fn page_config(State(state): State<AppState>) -> impl IntoResponse {
+    let body = serde_json::to_string(&PageConfig {
+        simulated_idcard: state.devices.idcard_sim.is_some(),
+    })
+    .unwrap_or_else(|_| "{}".into());
+    asset_owned("application/json", body)
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    asset_owned(content_type, body)
+}
+
+fn asset_owned(
+    content_type: &'static str,
+    body: impl Into<Cow<'static, str>>,
+) -> impl IntoResponse {
     (
         [
             (CONTENT_TYPE, content_type),
@@ -36,6 +64,6 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
             (X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (X_FRAME_OPTIONS, "DENY"),
         ],
-        body,
+        body.into(),
     )
 }

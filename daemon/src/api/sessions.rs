@@ -359,7 +359,7 @@ pub async fn discard_session(
     session_id: &str,
     reason: &'static str,
 ) -> Result<(), ApiError> {
-    state.biometrics.forget(session_id);
+    state.memory.forget(session_id);
     let st = state.clone();
     let sid = session_id.to_string();
     blocking(move || {

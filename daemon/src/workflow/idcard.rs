@@ -104,11 +104,24 @@ pub fn select(
 }
 
 /// The minors rule on the card's birth date.
-pub fn check_age(catalog: &Catalog, text: &CardText, today: time::Date) -> Result<(), MinorError> {
+pub fn check_age(
+    catalog: &Catalog,
+    text: &CardText,
+    today: time::Date,
+    guardian: Option<&minors::VerifiedGuardian>,
+) -> Result<(), MinorError> {
     minors::check(
         text.birth_date().date(),
         today,
         catalog.minors.guardian_required_under,
-        None,
+        guardian,
     )
+}
+
+/// The guardian's card as the catalog's guardian items.
+pub fn guardian_items(text: &CardText) -> Vec<Personal> {
+    vec![
+        Personal::new("guardian_name", text.name().expose()),
+        Personal::new("guardian_id_number", text.identity_number().expose()),
+    ]
 }
