@@ -192,3 +192,30 @@ fn the_kiosk_page_is_served_embedded_with_a_strict_policy() {
     }
     k.stop();
 }
+
+#[test]
+fn the_openapi_document_is_served_and_covers_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(dir.path(), "");
+    let (status, doc) = k.call("GET", "/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    // Every documented path answers with something other than the router's fallback.
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        for method in ops.as_object().unwrap().keys() {
+            let m = method.to_uppercase();
+            let (status, body) = k.call(&m, &concrete, Some("x"), Some(json!({})));
+            let fallback = status == 404 && body["error"]["message"] == "no such resource";
+            assert!(!fallback, "{m} {path} is documented but not routed");
+            assert!(status < 500, "{m} {path} -> {status}: {body}");
+            if status >= 400 {
+                assert!(
+                    body["error"]["code"].is_string(),
+                    "{m} {path}: error without a code: {body}"
+                );
+            }
+        }
+    }
+    k.stop();
+}

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
         .merge(sessions::routes())
         .merge(idcard::routes())
         .merge(face::routes())
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rights::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(guard::json_errors))
         .layer(middleware::from_fn_with_state(
             allowed.clone(),
             guard::check_cross_site,
@@ -102,6 +104,16 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
         applicant_session_active: state.sessions.active(),
         sync_backlog,
     }))
+}
+
+/// The OpenAPI document of this API, kept in the repository (`daemon/api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 async fn not_found() -> ApiError {
