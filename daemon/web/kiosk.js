@@ -449,3 +449,7 @@ for (const ev of ["pointerdown", "keydown"]) document.addEventListener(ev, activ
 $("lang").addEventListener("click", () => { st.lang = st.lang === "zh" ? "en" : "zh"; applyLang(); });
 applyLang();
 resetIdle();
+// The demo card button exists only where the daemon simulates the reader.
+api("GET", "/assets/kiosk-config.json", undefined, null).then((r) => {
+  $("demo-card").hidden = !(r.status === 200 && r.body && r.body.simulated_idcard === true);
+});
