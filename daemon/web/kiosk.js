@@ -52,7 +52,7 @@ const TEXT = {
     "general-intro": "To provide this service we process the following information:",
     "agree-purpose": "I agree to the processing of this information for the purpose above",
     sensitive: "Sensitive personal information (separate consent for each item)",
-    "sensitive-intro": "The items below are sensitive personal information. Decide on each one: without the items marked “required” the service cannot be provided; refusing an “optional” item does not affect it.",
+    "sensitive-intro": "The items below are sensitive personal information. Decide on each one: without the items marked \"required\" the service cannot be provided; refusing an \"optional\" item does not affect it.",
     "agree-item": "I agree to the processing of my {label}", required: " (required)", optional: " (optional)",
     "agree-transfer": "I agree that my {label} is sent to {dest} to verify my identity",
     "dest-verifier": "the third-party verification service", "dest-hq": "headquarters",
@@ -72,7 +72,7 @@ const TEXT = {
     "card-minor": "The applicant is under 14: a guardian must be present and consent. Please ask the staff.",
     "card-consent": "A required separate consent is missing, so the ID card cannot be read. Please cancel and start again.",
     "card-error": "The card reader is not available. Please try again or ask the staff.",
-    "need-purpose": "Please tick “I agree to the processing of this information for the purpose above” to continue.",
+    "need-purpose": "Please tick \"I agree to the processing of this information for the purpose above\" to continue.",
     "need-items": "This service needs your separate consent to: {list}.",
     refused: "You did not agree. This visit has ended and nothing about you was collected.",
     cancelled: "Cancelled. Everything from this visit has been cleared.",
@@ -127,15 +127,16 @@ function t(key, params) {
   for (const [k, v] of Object.entries(params || {})) s = s.replaceAll(`{${k}}`, v);
   return s;
 }
-// Catalog labels are "中文 / English".
-function label(s) {
+// Catalog labels are "中文 / English"; English ones start lower-case, which
+// stays inside a sentence (`inline`) and is capitalised on its own.
+function label(s, inline = false) {
   const [zh, en] = String(s).split(" / ");
   if (st.lang === "zh" || !en) return zh;
-  return en.charAt(0).toUpperCase() + en.slice(1);
+  return inline ? en : en.charAt(0).toUpperCase() + en.slice(1);
 }
 function itemLabel(item) {
   const it = st.session && st.session.items.find((i) => i.item === item);
-  return it ? label(it.label) : item;
+  return it ? label(it.label, true) : item;
 }
 function el(tag, props, ...children) {
   const e = document.createElement(tag);
@@ -259,7 +260,7 @@ function renderConsent() {
     const box = el("div", { className: "sensitive-item" + (it.sensitivity === "biometric" ? " biometric" : "") });
     const c = el("input", { type: "checkbox", checked: st.consent.items.has(it.item) });
     c.dataset.item = it.item;
-    box.append(el("label", { className: "check" }, c, el("span", {}, t("agree-item", { label: label(it.label) }) + tag)));
+    box.append(el("label", { className: "check" }, c, el("span", {}, t("agree-item", { label: label(it.label, true) }) + tag)));
     if (it.sensitivity === "biometric") box.append(el("p", { className: "small note" }, t("biometric-note")));
     for (const dest of it.transfer_consent || []) {
       const key = `${it.item}:${dest}`;
@@ -267,7 +268,7 @@ function renderConsent() {
       tc.dataset.transfer = key;
       tc.addEventListener("change", () => (tc.checked ? st.consent.transfers.add(key) : st.consent.transfers.delete(key)));
       box.append(el("label", { className: "check sub" }, tc,
-        el("span", {}, t("agree-transfer", { label: label(it.label), dest: t(`dest-${dest}`) }) + t("optional"))));
+        el("span", {}, t("agree-transfer", { label: label(it.label, true), dest: t(`dest-${dest}`) }) + t("optional"))));
       c.addEventListener("change", () => {
         tc.disabled = !c.checked;
         if (!c.checked) { tc.checked = false; st.consent.transfers.delete(key); }
@@ -283,7 +284,7 @@ $("consent-next").addEventListener("click", async () => {
   if (!s) return;
   if (!st.consent.purpose) return setNotice({ key: "need-purpose" });
   const missing = s.items.filter((i) => i.separate_consent && i.required && !st.consent.items.has(i.item));
-  if (missing.length) return setNotice({ key: "need-items", params: { list: missing.map((i) => label(i.label)).join(listSep()) } });
+  if (missing.length) return setNotice({ key: "need-items", params: { list: missing.map((i) => label(i.label, true)).join(listSep()) } });
   const transfers = [...st.consent.transfers].map((k) => k.split(":")).filter(([item]) => st.consent.items.has(item))
     .map(([item, destination]) => ({ item, destination }));
   const epoch = st.epoch;

@@ -217,6 +217,12 @@ test("applicant flow shows only masked values", async (r) => {
   await r.assertNoClearValues("result");
   const consents = r.apiRequests.filter((q) => q.endsWith("/consents"));
   assert.equal(consents.length, 1, "one consent request");
+  // The daemon recorded consent to the purpose and to the ID number only: nothing unticked.
+  const s = r.lastSession();
+  const view = await r.kioskd.call("GET", `/v1/sessions/${s.session_id}`, { token: s.token });
+  assert.equal(view.status, 200);
+  const granted = view.body.consents.filter((c) => c.withdrawn_at_ms === null).map((c) => `${c.scope}:${c.item ?? "(purpose)"}`).sort();
+  assert.deepEqual(granted, ["collect:(purpose)", "collect:id_number"]);
 
   await r.cancelAndCheck("结束并清除", "after finishing");
 });
