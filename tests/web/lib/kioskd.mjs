@@ -2,6 +2,7 @@
 // an optional config file, port 0 (the URL is read from its JSON start-up
 // log line) and every log line kept so the tests can scan it for personal data.
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +19,10 @@ export async function startKioskd({ config = "", bin = process.env.KIOSKD_BIN } 
     env: { ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug" },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  // Never leave a kioskd behind, even when the test run is interrupted.
+  const killChild = () => { child.kill("SIGKILL"); rmSync(dir, { recursive: true, force: true }); };
+  process.once("exit", killChild);
+  for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => { killChild(); process.exit(1); });
   const logs = [];
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   const base = await new Promise((resolve, reject) => {
