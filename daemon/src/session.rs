@@ -110,6 +110,12 @@ impl Sessions {
         false
     }
 
+    /// Whether `id` is the open session (used under the store lock so that a
+    /// step finishing after a cancel cannot store anything).
+    pub fn is_open(&self, id: &str) -> bool {
+        self.lock().as_ref().is_some_and(|s| s.id == id)
+    }
+
     /// Take the session out if it has been idle too long (the idle sweeper).
     pub fn take_expired(&self) -> Option<String> {
         let mut slot = self.lock();

@@ -97,6 +97,13 @@ async fn read(
     let s = session.clone();
     let (shown, withheld) = blocking(move || {
         let mut conn = st.store.conn()?;
+        if !st.sessions.is_open(&s.id) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "the session ended while the card was read",
+            ));
+        }
         let selected = idcard::select(&st.catalog, &conn, &s.id, &s.service, items)?;
         let subjects = Subjects {
             catalog: &st.catalog,

@@ -346,8 +346,10 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let session = session_of(&state, &headers, &id)?;
-    discard_session(&state, &session.id, "cancelled").await?;
+    // Close first: a step still running sees the session gone when it takes
+    // the store lock, and stores nothing; then purge what was stored before.
     state.sessions.close(&session.id);
+    discard_session(&state, &session.id, "cancelled").await?;
     tracing::info!(session = %session.id, "applicant session cancelled");
     Ok(StatusCode::NO_CONTENT)
 }
