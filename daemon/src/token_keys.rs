@@ -32,6 +32,11 @@ pub struct DeviceSigner {
 }
 
 impl DeviceSigner {
+    /// The device token this key is on (the sync link keeps its TLS key there too).
+    pub fn token(&self) -> Arc<dyn Token> {
+        self.token.clone()
+    }
+
     pub fn verifier(&self) -> PublicVerifier {
         PublicVerifier {
             algorithm: self.algorithm,

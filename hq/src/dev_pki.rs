@@ -101,13 +101,8 @@ pub fn issue_kiosk_cert(ca_key_pem: &str, kiosk_id: &str) -> Result<(String, Str
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Write a complete demo PKI into `dir` (created if missing). Returns the file paths.
-pub fn generate(dir: &Path) -> Result<DevPki, DevPkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let pki = DevPki {
+fn paths(dir: &Path) -> DevPki {
+    DevPki {
         ca_cert: dir.join("hq-ca.pem"),
         ca_key: dir.join("hq-ca-key.pem"),
         server_cert: dir.join("hq-server.pem"),
@@ -118,8 +113,72 @@ pub fn generate(dir: &Path) -> Result<DevPki, DevPkiError> {
         record_public: dir.join("hq-record-public.json"),
         witness_key: dir.join("hq-witness-key.hex"),
         witness_public: dir.join("hq-witness-public.json"),
-    };
+    }
+}
 
+impl DevPki {
+    fn files(&self) -> [&Path; 10] {
+        [
+            &self.ca_cert,
+            &self.ca_key,
+            &self.server_cert,
+            &self.server_key,
+            &self.kiosk_cert,
+            &self.kiosk_key,
+            &self.record_key,
+            &self.record_public,
+            &self.witness_key,
+            &self.witness_public,
+        ]
+    }
+
+    /// The client certificate and key of `kiosk_id` (`kiosk-<id>.pem`, `kiosk-<id>-key.pem`
+    /// next to the CA), issued by the demo CA the first time. Returns `(cert, key)` paths.
+    pub fn kiosk_files(&self, kiosk_id: &str) -> Result<(PathBuf, PathBuf), DevPkiError> {
+        let dir = self.ca_cert.parent().unwrap_or(Path::new("."));
+        let safe: String = kiosk_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let cert = dir.join(format!("kiosk-{safe}.pem"));
+        let key = dir.join(format!("kiosk-{safe}-key.pem"));
+        if !(cert.is_file() && key.is_file()) {
+            let ca_key =
+                std::fs::read_to_string(&self.ca_key).map_err(|source| DevPkiError::Io {
+                    path: self.ca_key.clone(),
+                    source,
+                })?;
+            let (cert_pem, key_pem) = issue_kiosk_cert(&ca_key, kiosk_id)?;
+            write(&key, key_pem.as_bytes(), true)?;
+            write(&cert, cert_pem.as_bytes(), false)?;
+        }
+        Ok((cert, key))
+    }
+}
+
+/// The demo PKI in `dir`: the files already there if complete (keys stay the same across
+/// restarts: kiosks hold batches sealed to them), else a new one from [`generate`].
+pub fn load_or_generate(dir: &Path) -> Result<DevPki, DevPkiError> {
+    let pki = paths(dir);
+    if pki.files().iter().all(|f| f.is_file()) {
+        return Ok(pki);
+    }
+    generate(dir)
+}
+
+/// Write a complete demo PKI into `dir` (created if missing). Returns the file paths.
+pub fn generate(dir: &Path) -> Result<DevPki, DevPkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let pki = paths(dir);
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let ca_cert = ca_params()?.self_signed(&ca_key)?;
     write(&pki.ca_cert, ca_cert.pem().as_bytes(), false)?;

@@ -57,21 +57,67 @@ pub struct LocalHq {
 /// Key name in HQ's cosignature lines.
 pub const WITNESS_NAME: &str = "hq-witness";
 
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::pg_cluster::ClusterError> + Send + 'static,
+) -> Result<T, LocalHqError> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| {
+        crate::pg_cluster::ClusterError::Command {
+            command: "start".into(),
+            detail: e.to_string(),
+        }
+    })??)
+}
+
+/// Connection string of database `name`, created if missing.
+async fn ensure_database(cluster: &TempCluster, name: &str) -> Result<String, LocalHqError> {
+    let (client, conn) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .map_err(db::DbError::from)?;
+    let driver = tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(db::DbError::from)?
+        .is_some();
+    drop(client);
+    let _ = driver.await;
+    if exists {
+        Ok(cluster.url(name))
+    } else {
+        Ok(cluster.create_database(name).await?)
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, LocalHqError> {
     std::fs::read(path).map_err(|e| LocalHqError::Io(path.display().to_string(), e))
 }
 
 impl LocalHq {
     /// Start everything; PKI files go to `pki_dir`. The server listens on `127.0.0.1:0` plus a
-    /// plain `/health` + `/metrics` listener.
+    /// plain `/health` + `/metrics` listener. The database is thrown away on drop.
     pub async fn start(pki_dir: &Path) -> Result<Self, LocalHqError> {
-        let cluster = tokio::task::spawn_blocking(TempCluster::start)
-            .await
-            .map_err(|e| crate::pg_cluster::ClusterError::Command {
-                command: "start".into(),
-                detail: e.to_string(),
-            })??;
+        let cluster = blocking(TempCluster::start).await?;
         let database_url = cluster.create_database("hq").await?;
+        let pki = dev_pki::generate(pki_dir)?;
+        Self::serve(cluster, database_url, pki).await
+    }
+
+    /// The daemon's local HQ: like [`LocalHq::start`] but everything is kept in `dir`
+    /// (`pki/`, `pg/`) and found again on the next start, so records, the kiosk's batch chain
+    /// and HQ's keys survive restarts.
+    pub async fn open(dir: &Path) -> Result<Self, LocalHqError> {
+        let pg_dir = dir.join("pg");
+        let cluster = blocking(move || TempCluster::open_kept(&pg_dir)).await?;
+        let database_url = ensure_database(&cluster, "hq").await?;
+        let pki = dev_pki::load_or_generate(&dir.join("pki"))?;
+        Self::serve(cluster, database_url, pki).await
+    }
+
+    async fn serve(
+        cluster: TempCluster,
+        database_url: String,
+        pki: DevPki,
+    ) -> Result<Self, LocalHqError> {
         let (mut client, conn) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
             .await
             .map_err(db::DbError::from)?;
@@ -80,7 +126,6 @@ impl LocalHq {
         drop(client);
         let _ = driver.await;
 
-        let pki = dev_pki::generate(pki_dir)?;
         let recipient = keys::load_soft_recipient(&pki.record_key)?;
         let recipient_public = recipient.public_keys();
         let witness_key = keys::load_witness_key(&pki.witness_key)?;

@@ -1,6 +1,8 @@
 //! hq-ingest: receives, verifies, decrypts and stores kiosk records in PostgreSQL.
 //!
-//! Subcommands: `serve`, `migrate`, `register-kiosk`, `retention`, `dev-pki`.
+//! Subcommands: `serve`, `migrate`, `register-kiosk`, `retention`, `dev-pki`, `local` (the
+//! whole HQ for one kiosk on loopback, started by kioskd in `hq.mode = "local"`),
+//! `dev-kiosk-send`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,6 +97,21 @@ enum Cmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// The whole HQ on loopback for one kiosk (kioskd's local mode): PostgreSQL, demo PKI and
+    /// the mTLS service, all kept in `--dir`. Registers the kiosk's device key, issues its
+    /// client certificate, prints one JSON line (`records::client::LocalHqReady`) on stdout
+    /// once serving, and stops on SIGTERM/SIGINT or when stdin closes (its parent went away).
+    Local {
+        /// State directory (`pki/`, `pg/`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Kiosk id (client certificate CN).
+        #[arg(long)]
+        kiosk_id: String,
+        /// The kiosk's device-key verifier JSON (`algorithm`, `public_key_hex`, `sm2_distid`).
+        #[arg(long)]
+        kiosk_verifier: PathBuf,
+    },
     /// Write a demo PKI (CA, server and kiosk certificates, HQ keys) into a directory.
     DevPki {
         /// Output directory.
@@ -117,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Cmd::Serve {
@@ -191,10 +209,59 @@ async fn main() -> anyhow::Result<()> {
             let sent = hq_ingest::dev_queue::drain(&queue, &client).await?;
             println!("drained through batch {sent}");
         }
+        Cmd::Local {
+            dir,
+            kiosk_id,
+            kiosk_verifier,
+        } => run_local(&dir, &kiosk_id, &kiosk_verifier).await?,
         Cmd::DevPki { dir } => {
             let pki = dev_pki::generate(&dir)?;
             println!("{pki:#?}");
         }
     }
+    Ok(())
+}
+
+async fn run_local(
+    dir: &std::path::Path,
+    kiosk_id: &str,
+    kiosk_verifier: &std::path::Path,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let text = std::fs::read_to_string(kiosk_verifier)
+        .with_context(|| format!("reading {}", kiosk_verifier.display()))?;
+    let verifier = keys::verifier_from_json(&text)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let hq = hq_ingest::local::LocalHq::open(dir).await?;
+    hq.register_kiosk(kiosk_id, &verifier).await?;
+    let (client_cert, client_key) = hq.pki.kiosk_files(kiosk_id)?;
+    let ready = records::client::LocalHqReady {
+        url: format!("https://{}", hq.server.addr),
+        ca_cert: hq.pki.ca_cert.clone(),
+        client_cert,
+        client_key,
+        record_public: hq.pki.record_public.clone(),
+        witness_public: hq.pki.witness_public.clone(),
+    };
+    println!("{}", serde_json::to_string(&ready)?);
+    tracing::info!(url = %ready.url, kiosk = kiosk_id, "local HQ serving");
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    let stdin_closed = async {
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = stdin_closed => {}
+    }
+    tracing::info!("local HQ stopping");
+    hq.shutdown().await;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! A throwaway PostgreSQL cluster under a temp dir (`initdb` + `pg_ctl`), for tests, benches and
 //! the daemon's local-HQ demo. Listens only on a Unix socket inside its own directory (no port
 //! conflicts). When running as root it runs the server as the `postgres` user (PostgreSQL
-//! refuses root) via `runuser`. Stopped on drop; a watchdog process also stops it and removes the
-//! directory when the owning process exits (so a `static` cluster never leaks).
+//! refuses root) via `runuser`. Stopped on drop; a watchdog process also stops it (and removes a
+//! temp directory) when the owning process exits, even by SIGKILL (so a cluster never leaks).
+//! [`TempCluster::open_kept`] is the same server over a directory that outlives the process
+//! (the daemon's local HQ keeps its records across restarts).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,9 +32,24 @@ pub enum ClusterError {
 
 /// A running throwaway cluster.
 pub struct TempCluster {
-    dir: tempfile::TempDir,
+    dir: ClusterDir,
     bin: PathBuf,
     run_as: Option<String>,
+}
+
+/// Where the cluster lives: removed with the process, or kept.
+enum ClusterDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl ClusterDir {
+    fn path(&self) -> &Path {
+        match self {
+            ClusterDir::Temp(t) => t.path(),
+            ClusterDir::Kept(p) => p,
+        }
+    }
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -92,8 +109,19 @@ impl TempCluster {
     /// initdb + start. `fsync=off` (throwaway data; a killed server still loses nothing that
     /// the OS page cache holds).
     pub fn start() -> Result<Self, ClusterError> {
-        let bin = find_bin_dir().ok_or(ClusterError::NoBinaries)?;
         let dir = tempfile::Builder::new().prefix("hq-pg-").tempdir()?;
+        Self::init_and_start(ClusterDir::Temp(dir), false)
+    }
+
+    /// A cluster in `dir` (created and initialised on first use, started again afterwards;
+    /// `fsync` on). A server left running by a killed owner is stopped and started again.
+    pub fn open_kept(dir: &Path) -> Result<Self, ClusterError> {
+        std::fs::create_dir_all(dir)?;
+        Self::init_and_start(ClusterDir::Kept(dir.to_owned()), true)
+    }
+
+    fn init_and_start(dir: ClusterDir, durable: bool) -> Result<Self, ClusterError> {
+        let bin = find_bin_dir().ok_or(ClusterError::NoBinaries)?;
         let run_as = if is_root() {
             let (uid, gid) = user_ids("postgres").ok_or_else(|| ClusterError::Command {
                 command: "id postgres".into(),
@@ -104,33 +132,58 @@ impl TempCluster {
         } else {
             None
         };
+        let kept = matches!(dir, ClusterDir::Kept(_));
         let cluster = Self { dir, bin, run_as };
         let data = cluster.data_dir();
-        cluster.run(
-            "initdb",
+        let initialised = Path::new(&data).join("PG_VERSION").is_file();
+        if !initialised {
+            cluster.run(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+            )?;
+        } else if kept && cluster.run("pg_ctl", &["-D", &data, "status"]).is_ok() {
+            // Left running by an owner that was killed before its watchdog noticed.
+            cluster.stop()?;
+        }
+        cluster.start_server(durable)?;
+        cluster.spawn_watchdog(!kept);
+        Ok(cluster)
+    }
+
+    fn start_server(&self, durable: bool) -> Result<(), ClusterError> {
+        let sync = if durable {
+            ""
+        } else {
+            " -c fsync=off -c full_page_writes=off"
+        };
+        let opts = format!(
+            "-c listen_addresses='' -k {}{sync} -c max_connections=200",
+            self.socket_dir()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
             &[
                 "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
+                &self.data_dir(),
+                "-o",
+                &opts,
+                "-l",
+                &log,
+                "-w",
+                "start",
             ],
-        )?;
-        let opts = format!(
-            "-c listen_addresses='' -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
-            cluster.socket_dir()
-        );
-        let log = cluster.dir.path().join("server.log").display().to_string();
-        cluster.run(
-            "pg_ctl",
-            &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"],
-        )?;
-        cluster.spawn_watchdog();
-        Ok(cluster)
+        )
     }
 
     fn data_dir(&self) -> String {
@@ -177,18 +230,23 @@ impl TempCluster {
     }
 
     /// Stops the server when this process exits, even without `Drop` (statics, panics, kill).
-    fn spawn_watchdog(&self) {
+    fn spawn_watchdog(&self, remove_dir: bool) {
         let pg_ctl = self.bin.join("pg_ctl");
         let prefix = match &self.run_as {
             Some(user) => format!("runuser -u {user} -- "),
             None => String::new(),
         };
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {prefix}'{pg}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {prefix}'{pg}' -D '{data}' -m {mode} stop >/dev/null 2>&1; {cleanup}",
             pid = std::process::id(),
             pg = pg_ctl.display(),
             data = self.data_dir(),
-            dir = self.dir.path().display(),
+            mode = if remove_dir { "immediate" } else { "fast" },
+            cleanup = if remove_dir {
+                format!("rm -rf '{}'", self.dir.path().display())
+            } else {
+                String::new()
+            },
         );
         let _ = Command::new("sh")
             .args(["-c", &script])
@@ -227,24 +285,7 @@ impl TempCluster {
 
     /// Start again after [`TempCluster::stop`].
     pub fn restart(&self) -> Result<(), ClusterError> {
-        let opts = format!(
-            "-c listen_addresses='' -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
-            self.socket_dir()
-        );
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data_dir(),
-                "-o",
-                &opts,
-                "-l",
-                &log,
-                "-w",
-                "start",
-            ],
-        )
+        self.start_server(matches!(self.dir, ClusterDir::Kept(_)))
     }
 }
 

@@ -23,6 +23,10 @@ use crate::store::outbox;
 use crate::store::subjects::Subjects;
 use crate::store::{Store, StoreError};
 
+pub mod hq_client;
+pub mod local_hq;
+pub mod synthetic;
+
 /// Delivery of a sealed envelope to HQ.
 #[async_trait::async_trait]
 pub trait HqTransport: Send + Sync {

@@ -61,6 +61,44 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 
+/// What `hq-ingest local` prints as one JSON line on stdout once it serves: where it listens
+/// and the demo PKI files a kiosk needs (the contract between hq-ingest and kioskd's local-HQ
+/// mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalHqReady {
+    /// `https://127.0.0.1:<port>` of the mTLS listener (HQ's certificate names that address).
+    pub url: String,
+    /// HQ CA certificate (PEM) to pin.
+    pub ca_cert: std::path::PathBuf,
+    /// The kiosk's client certificate (PEM, CN = kiosk id).
+    pub client_cert: std::path::PathBuf,
+    /// Its private key (PEM; a demo software key).
+    pub client_key: std::path::PathBuf,
+    /// HQ's record-encryption public keys (JSON, [`crate::public_keys`]).
+    pub record_public: std::path::PathBuf,
+    /// HQ's witness public key (JSON verifier).
+    pub witness_public: std::path::PathBuf,
+}
+
+/// `host:port` and host name of an `https://host[:port][/]` URL.
+pub fn parse_https_url(url: &str) -> Result<(String, String), TlsError> {
+    let bad = |why: &str| TlsError::Config(format!("HQ URL {url:?}: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("not https"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(bad("a path is not supported"));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((format!("{host}:{port}"), name))
+}
+
 /// Where and how to reach HQ.
 #[derive(Clone)]
 pub struct HqClient {
@@ -86,6 +124,23 @@ impl HqClient {
             address: address.to_owned(),
             server_name,
         })
+    }
+
+    /// From an `https://host[:port]` URL; the host is also the expected server name.
+    pub fn from_url(
+        url: &str,
+        hq_ca_pem: &[u8],
+        client_cert_chain_pem: &[u8],
+        client_key: &ClientKey,
+    ) -> Result<Self, ClientError> {
+        let (address, server_name) = parse_https_url(url)?;
+        Self::new(
+            &address,
+            &server_name,
+            hq_ca_pem,
+            client_cert_chain_pem,
+            client_key,
+        )
     }
 
     /// Open one mTLS connection (HTTP/1.1, reusable for many batches).
@@ -234,6 +289,31 @@ impl HqConnection {
                 status,
                 reason: e.to_string(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_urls_give_address_and_server_name() {
+        assert_eq!(
+            parse_https_url("https://hq.example:8443").unwrap(),
+            ("hq.example:8443".into(), "hq.example".into())
+        );
+        assert_eq!(
+            parse_https_url("https://127.0.0.1:9/").unwrap(),
+            ("127.0.0.1:9".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            parse_https_url("https://[::1]:8443").unwrap(),
+            ("[::1]:8443".into(), "::1".into())
+        );
+        assert_eq!(parse_https_url("https://hq").unwrap().0, "hq:443");
+        for bad in ["http://hq:80", "https://hq/v1", "hq:8443", ""] {
+            assert!(parse_https_url(bad).is_err(), "{bad}");
         }
     }
 }

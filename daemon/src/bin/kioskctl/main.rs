@@ -2,6 +2,7 @@
 
 mod audit;
 mod device;
+mod outbox;
 mod token;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Command {
     /// Verify the kiosk's tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Fill the outbox with synthetic records (tests, benchmarks).
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +38,6 @@ fn main() -> ExitCode {
         Command::Device(cmd) => device::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Outbox(cmd) => outbox::run(cmd),
     }
 }

@@ -1,0 +1,190 @@
+//! Shared by the `sync_*` tests: the hq-ingest binary (built on demand next to kioskd),
+//! kioskctl, HQ's PostgreSQL rows and what the kiosk store still holds.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use records::wire::{FieldValue, Record};
+
+pub const KIOSKCTL: &str = env!("CARGO_BIN_EXE_kioskctl");
+
+/// The hq-ingest binary beside kioskd (`target/<profile>/hq-ingest`), built once if missing
+/// (cargo does not build other packages' binaries for this package's tests).
+pub fn hq_ingest() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let kioskd = PathBuf::from(super::common::KIOSKD);
+        let profile_dir = kioskd.parent().expect("target/<profile>").to_path_buf();
+        let bin = profile_dir.join("hq-ingest");
+        if !bin.is_file() {
+            let target_dir = profile_dir.parent().expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "hq-ingest", "--bin", "hq-ingest"])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building hq-ingest failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A temp dir the `postgres` user can traverse (the local HQ's cluster lives inside it when
+/// the tests run as root).
+pub fn data_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `kioskctl outbox fill`.
+pub fn fill(data_dir: &Path, count: u64, first: u64, record_key: Option<&Path>) {
+    let mut cmd = Command::new(KIOSKCTL);
+    cmd.args(["outbox", "fill", "--data-dir"])
+        .arg(data_dir)
+        .args(["--count", &count.to_string(), "--first", &first.to_string()])
+        .args(["--kiosk-id", "sync-test"]);
+    if let Some(k) = record_key {
+        cmd.arg("--record-key").arg(k);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "kioskctl outbox fill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Wait for `cond` with a deadline.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The local HQ's database URL for a kiosk data dir.
+pub fn local_hq_db(data_dir: &Path) -> String {
+    format!(
+        "host={} user=postgres dbname=hq",
+        data_dir.join("hq-local/pg").display()
+    )
+}
+
+/// `(seq, kind, body)` of every record HQ stored for `kiosk`, in seq order.
+pub fn hq_records(database_url: &str, kiosk: &str) -> Vec<(i64, String, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+            .await
+            .expect("HQ database reachable");
+        tokio::spawn(conn);
+        client
+            .query(
+                "SELECT seq, kind, body FROM records WHERE kiosk_id = $1 ORDER BY seq",
+                &[&kiosk],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    })
+}
+
+/// HQ holds every record exactly once: seqs 1..=n contiguous, `applicants` applicant records
+/// with distinct subjects; returns the applicant records.
+pub fn assert_exactly_once(
+    rows: &[(i64, String, Vec<u8>)],
+    applicants: usize,
+) -> Vec<records::wire::ApplicantRecord> {
+    for (i, (seq, _, _)) in rows.iter().enumerate() {
+        assert_eq!(*seq, i as i64 + 1, "HQ's record seqs are contiguous");
+    }
+    let mut out = Vec::new();
+    let mut subjects = std::collections::BTreeSet::new();
+    for (_, kind, body) in rows {
+        if kind == "applicant" {
+            let record: Record = records::codec::from_slice(body).expect("HQ row decodes");
+            let Record::Applicant(a) = record else {
+                panic!("kind applicant is not an applicant record")
+            };
+            assert!(
+                subjects.insert(a.subject_ref.digest.0.clone()),
+                "duplicate applicant"
+            );
+            out.push(a);
+        }
+    }
+    assert_eq!(
+        out.len(),
+        applicants,
+        "every applicant arrived exactly once"
+    );
+    out
+}
+
+/// Only catalog-allowed items with their transforms reached HQ: name/address/sex/birth date
+/// sealed to HQ (and they open with HQ's record key), id number and mobile as keyed digests,
+/// nothing else (no face image, fingerprint or nation).
+pub fn assert_only_allowed(applicants: &[records::wire::ApplicantRecord], hq_record_key: &Path) {
+    let secret = std::fs::read_to_string(hq_record_key).unwrap();
+    let recipient =
+        records::SoftRecipient::from_secret_bytes(&hex::decode(secret.trim()).unwrap()).unwrap();
+    for a in applicants {
+        let items: Vec<&str> = a.fields.iter().map(|f| f.item.as_str()).collect();
+        assert_eq!(
+            items,
+            [
+                "address",
+                "birth_date",
+                "id_number",
+                "mobile",
+                "name",
+                "sex"
+            ],
+            "exactly the catalog's HQ items"
+        );
+        for f in &a.fields {
+            match (f.item.as_str(), &f.value) {
+                ("id_number" | "mobile", FieldValue::KeyedDigest(d)) => {
+                    assert_eq!(d.digest.0.len(), 32)
+                }
+                ("name" | "address" | "sex" | "birth_date", FieldValue::Ciphertext(c)) => {
+                    let clear =
+                        records::open_field(&recipient, &f.item, &c.0).expect("HQ opens the field");
+                    assert!(!clear.is_empty());
+                }
+                (item, value) => panic!("{item} reached HQ as {value:?}"),
+            }
+        }
+    }
+}
+
+/// Rows of personal data the kiosk store still holds.
+pub fn kiosk_personal_fields(data_dir: &Path) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("kiosk.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row("SELECT count(*) FROM personal_fields", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `sync_backlog` from `/v1/health`.
+pub fn backlog(k: &super::common::Kioskd) -> u64 {
+    let (status, body) = k.call("GET", "/v1/health", None, None);
+    assert_eq!(status, 200);
+    body["sync_backlog"].as_u64().expect("sync_backlog")
+}
