@@ -166,23 +166,13 @@ async fn open(
             })
         })
         .collect();
-    let st = state.clone();
-    let sid = session.id.clone();
-    let service = req.service.clone();
-    blocking(move || {
-        let mut conn = st.store.conn()?;
-        audit::record(
-            &mut conn,
-            now_ms(),
-            &AuditEvent {
-                actor: Actor::Applicant(sid.clone()),
-                action: "session.open",
-                subject: None,
-                detail: json!({ "service": service }),
-            },
-        )?;
-        Ok(())
-    })
+    record_event(
+        &state,
+        Actor::Applicant(session.id.clone()),
+        "session.open",
+        None,
+        json!({ "service": req.service }),
+    )
     .await?;
     tracing::info!(session = %session.id, service = %req.service, "applicant session opened");
     Ok((
@@ -411,6 +401,32 @@ async fn in_ledger(
         let tx = conn.transaction()?;
         f(&ledger, &tx, now_ms(), &session.service)?;
         tx.commit()?;
+        Ok(())
+    })
+    .await
+}
+
+/// Append one audit entry in a transaction of its own.
+pub async fn record_event(
+    state: &AppState,
+    actor: Actor,
+    action: &'static str,
+    subject: Option<[u8; 32]>,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let st = state.clone();
+    blocking(move || {
+        let mut conn = st.store.conn()?;
+        audit::record(
+            &mut conn,
+            now_ms(),
+            &AuditEvent {
+                actor,
+                action,
+                subject,
+                detail,
+            },
+        )?;
         Ok(())
     })
     .await

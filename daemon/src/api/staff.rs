@@ -13,7 +13,7 @@ use hsm::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::sessions::blocking;
+use super::sessions::{blocking, record_event};
 use super::{ApiError, AppState};
 use crate::app::now_ms;
 use crate::audit::{self, Actor, AuditEvent};
@@ -68,22 +68,13 @@ async fn audit_staff(
     subject: Option<[u8; 32]>,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let st = state.clone();
-    let actor = Actor::Staff(staff.staff_id.clone());
-    blocking(move || {
-        let mut conn = st.store.conn()?;
-        audit::record(
-            &mut conn,
-            now_ms(),
-            &AuditEvent {
-                actor,
-                action,
-                subject,
-                detail,
-            },
-        )?;
-        Ok(())
-    })
+    record_event(
+        state,
+        Actor::Staff(staff.staff_id.clone()),
+        action,
+        subject,
+        detail,
+    )
     .await
 }
 
@@ -123,22 +114,14 @@ async fn login(
             }))
         }
         Err(e) => {
-            let st = state.clone();
             let reason = e.to_string();
-            blocking(move || {
-                let mut conn = st.store.conn()?;
-                audit::record(
-                    &mut conn,
-                    now_ms(),
-                    &AuditEvent {
-                        actor: Actor::System,
-                        action: "staff.login_failed",
-                        subject: None,
-                        detail: json!({ "reason": reason }),
-                    },
-                )?;
-                Ok(())
-            })
+            record_event(
+                &state,
+                Actor::System,
+                "staff.login_failed",
+                None,
+                json!({ "reason": reason }),
+            )
             .await?;
             Err(e.into())
         }
