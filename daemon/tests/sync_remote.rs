@@ -5,8 +5,7 @@
 mod common;
 mod sync_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Kioskd;
@@ -14,33 +13,6 @@ use hq_ingest::pg_cluster::TempCluster;
 use sync_support::*;
 
 const KIOSK: &str = "kiosk-sync-remote";
-
-fn serve(bin: &std::path::Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) -> Child {
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .args(["--database-url", db])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--kiosk-ca")
-        .arg(&pki.ca_cert)
-        .arg("--cert")
-        .arg(&pki.server_cert)
-        .arg("--key")
-        .arg(&pki.server_key)
-        .arg("--record-key")
-        .arg(&pki.record_key)
-        .arg("--witness-key")
-        .arg(&pki.witness_key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on"), "hq-ingest serve: {line}");
-    child
-}
 
 #[test]
 fn hq_down_records_wait_applicants_served_then_drain_in_order() {

@@ -2,8 +2,9 @@
 //! kioskctl, HQ's PostgreSQL rows and what the kiosk store still holds.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -187,4 +188,32 @@ pub fn backlog(k: &super::common::Kioskd) -> u64 {
     let (status, body) = k.call("GET", "/v1/health", None, None);
     assert_eq!(status, 200);
     body["sync_backlog"].as_u64().expect("sync_backlog")
+}
+
+/// `hq-ingest serve` on `port` with the demo PKI; returns once it listens.
+pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) -> Child {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .args(["--database-url", db])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--kiosk-ca")
+        .arg(&pki.ca_cert)
+        .arg("--cert")
+        .arg(&pki.server_cert)
+        .arg("--key")
+        .arg(&pki.server_key)
+        .arg("--record-key")
+        .arg(&pki.record_key)
+        .arg("--witness-key")
+        .arg(&pki.witness_key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "hq-ingest serve: {line}");
+    child
 }
