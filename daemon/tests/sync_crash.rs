@@ -73,13 +73,23 @@ fn kill_nine_kiosk_and_hq_at_random_points_loses_and_duplicates_nothing() {
 
     // First start registers the device key at HQ; the records wait in the outbox.
     let kiosk = Kioskd::start(&kiosk_dir, &config);
+    let key_file = kiosk_dir.join("kiosk-device-key.json");
+    wait_for(
+        "the device key to be published",
+        Duration::from_secs(30),
+        || key_file.exists(),
+    );
     let registered = Command::new(&bin)
         .args(["register-kiosk", "--database-url", &db, "--kiosk-id", KIOSK])
         .arg("--public-key")
         .arg(kiosk_dir.join("kiosk-device-key.json"))
         .output()
         .unwrap();
-    assert!(registered.status.success());
+    assert!(
+        registered.status.success(),
+        "register-kiosk: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
     fill(&kiosk_dir, FIRST_FILL, 0, Some(&pki.record_public));
     drop(kiosk); // SIGKILL
 
@@ -89,9 +99,13 @@ fn kill_nine_kiosk_and_hq_at_random_points_loses_and_duplicates_nothing() {
         // New applicants keep arriving between crashes.
         let first = FIRST_FILL + PER_ROUND * round as u64;
         fill(&kiosk_dir, PER_ROUND, first, Some(&pki.record_public));
+        let before = *progress.last().unwrap();
         let kiosk = Kioskd::start(&kiosk_dir, &config);
-        // Let it send for a random while, then kill -9 at that point.
-        std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
+        // Wait until records are flowing, then kill -9 at a random point of the stream.
+        wait_for("records to flow to HQ", Duration::from_secs(60), || {
+            hq_records(&db, KIOSK).len() > before
+        });
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
         if round % 2 == 1 {
             // HQ dies mid-commit at a random point too, and comes back.
             std::thread::sleep(Duration::from_millis(rng.below(100)));

@@ -221,7 +221,11 @@ fn recipient_from_file(
 pub async fn run(link: SyncLink, cancel: tokio_util::sync::CancellationToken) {
     let verifier_json = records::public_keys::verifier_to_json(&link.signer.verifier());
     let key_file = link.data_dir.join(DEVICE_KEY_FILE);
-    if let Err(e) = std::fs::write(&key_file, &verifier_json) {
+    // Written whole or not at all: an HQ operator may register it at any moment.
+    let tmp = key_file.with_extension("json.tmp");
+    if let Err(e) =
+        std::fs::write(&tmp, &verifier_json).and_then(|()| std::fs::rename(&tmp, &key_file))
+    {
         tracing::warn!(path = %key_file.display(), error = %e, "cannot write the device key file");
     }
     let kick = Arc::new(tokio::sync::Notify::new());
