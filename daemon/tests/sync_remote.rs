@@ -78,6 +78,5 @@ retry_max_ms = 400
     let applicants = assert_exactly_once(&rows, 200);
     assert_only_allowed(&applicants, &pki.record_key);
     kiosk.stop();
-    let _ = hq.kill();
-    let _ = hq.wait();
+    hq.kill();
 }

@@ -191,7 +191,7 @@ pub fn backlog(k: &super::common::Kioskd) -> u64 {
 }
 
 /// `hq-ingest serve` on `port` with the demo PKI; returns once it listens.
-pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) -> Child {
+pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) -> HqServe {
     let mut child = Command::new(bin)
         .arg("serve")
         .args(["--database-url", db])
@@ -215,5 +215,23 @@ pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) 
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("listening on"), "hq-ingest serve: {line}");
-    child
+    HqServe(child)
+}
+
+/// A running `hq-ingest serve`, killed (SIGKILL) and reaped when dropped, so a
+/// failing test leaves no server behind.
+pub struct HqServe(Child);
+
+impl HqServe {
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for HqServe {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
