@@ -13,7 +13,9 @@ use kiosk_config::{SerialDeviceSection, SerialMode};
 use crate::fingerprint::{Ef01Sensor, Ef01Settings, FingerprintSensor};
 use crate::idcard::{IdCardReader, SamReader, SamSettings};
 use crate::link::{SerialConnector, TcpConnector};
-use crate::sim::{FingerprintSim, IdCardSim, spawn_fingerprint_pty, spawn_idcard_pty};
+use crate::sim::{
+    FingerprintSim, IdCardSim, PacedSimulator, PtyDevice, spawn_fingerprint_pty, spawn_idcard_pty,
+};
 
 /// Template slots of the simulated fingerprint module.
 pub const SIMULATED_FINGERPRINT_CAPACITY: u16 = 200;
@@ -60,86 +62,78 @@ fn ef01_settings(section: &SerialDeviceSection) -> Ef01Settings {
     }
 }
 
-pub fn open_idcard_reader(
+/// How a serial device is reached for its configured mode: a serial connector
+/// (with the simulator's handle in `simulated` mode) or a TCP connector.
+enum DeviceLink<S> {
+    Serial(SerialConnector, Option<S>),
+    Tcp(TcpConnector),
+}
+
+fn device_link<S: PacedSimulator>(
     section: &SerialDeviceSection,
-) -> Result<OpenedIdCardReader, DeviceConfigError> {
-    let device = "idcard";
-    let settings = sam_settings(section);
+    device: &'static str,
+    baud: u32,
+    spawn: impl FnOnce() -> std::io::Result<PtyDevice<S>>,
+) -> Result<DeviceLink<PtyDevice<S>>, DeviceConfigError> {
     Ok(match section.mode {
         SerialMode::Simulated => {
-            let sim = spawn_idcard_pty(SamBaud::B115200)
-                .map_err(|source| DeviceConfigError::Simulator { device, source })?;
-            let reader = SamReader::new(SerialConnector::new(sim.path(), 115_200), settings);
-            OpenedIdCardReader {
-                reader: Box::new(reader),
-                simulator: Some(sim),
-            }
+            let sim = spawn().map_err(|source| DeviceConfigError::Simulator { device, source })?;
+            DeviceLink::Serial(SerialConnector::new(sim.path(), baud), Some(sim))
         }
         SerialMode::Serial => {
             let port = section
                 .port
                 .clone()
                 .ok_or(DeviceConfigError::MissingPort { device })?;
-            let reader = SamReader::new(
-                SerialConnector::new(port, section.baud.unwrap_or(115_200)),
-                settings,
-            );
-            OpenedIdCardReader {
-                reader: Box::new(reader),
-                simulator: None,
-            }
+            DeviceLink::Serial(
+                SerialConnector::new(port, section.baud.unwrap_or(baud)),
+                None,
+            )
         }
         SerialMode::Tcp => {
             let addr = section
                 .tcp
                 .clone()
                 .ok_or(DeviceConfigError::MissingTcp { device })?;
-            OpenedIdCardReader {
-                reader: Box::new(SamReader::new(TcpConnector::new(addr), settings)),
-                simulator: None,
-            }
+            DeviceLink::Tcp(TcpConnector::new(addr))
         }
+    })
+}
+
+pub fn open_idcard_reader(
+    section: &SerialDeviceSection,
+) -> Result<OpenedIdCardReader, DeviceConfigError> {
+    let settings = sam_settings(section);
+    let link = device_link(section, "idcard", 115_200, || {
+        spawn_idcard_pty(SamBaud::B115200)
+    })?;
+    Ok(match link {
+        DeviceLink::Serial(connector, simulator) => OpenedIdCardReader {
+            reader: Box::new(SamReader::new(connector, settings)),
+            simulator,
+        },
+        DeviceLink::Tcp(connector) => OpenedIdCardReader {
+            reader: Box::new(SamReader::new(connector, settings)),
+            simulator: None,
+        },
     })
 }
 
 pub fn open_fingerprint_sensor(
     section: &SerialDeviceSection,
 ) -> Result<OpenedFingerprintSensor, DeviceConfigError> {
-    let device = "fingerprint";
     let settings = ef01_settings(section);
-    Ok(match section.mode {
-        SerialMode::Simulated => {
-            let sim = spawn_fingerprint_pty(SIMULATED_FINGERPRINT_CAPACITY, 6)
-                .map_err(|source| DeviceConfigError::Simulator { device, source })?;
-            let sensor = Ef01Sensor::new(SerialConnector::new(sim.path(), 57_600), settings);
-            OpenedFingerprintSensor {
-                sensor: Box::new(sensor),
-                simulator: Some(sim),
-            }
-        }
-        SerialMode::Serial => {
-            let port = section
-                .port
-                .clone()
-                .ok_or(DeviceConfigError::MissingPort { device })?;
-            let sensor = Ef01Sensor::new(
-                SerialConnector::new(port, section.baud.unwrap_or(57_600)),
-                settings,
-            );
-            OpenedFingerprintSensor {
-                sensor: Box::new(sensor),
-                simulator: None,
-            }
-        }
-        SerialMode::Tcp => {
-            let addr = section
-                .tcp
-                .clone()
-                .ok_or(DeviceConfigError::MissingTcp { device })?;
-            OpenedFingerprintSensor {
-                sensor: Box::new(Ef01Sensor::new(TcpConnector::new(addr), settings)),
-                simulator: None,
-            }
-        }
+    let link = device_link(section, "fingerprint", 57_600, || {
+        spawn_fingerprint_pty(SIMULATED_FINGERPRINT_CAPACITY, 6)
+    })?;
+    Ok(match link {
+        DeviceLink::Serial(connector, simulator) => OpenedFingerprintSensor {
+            sensor: Box::new(Ef01Sensor::new(connector, settings)),
+            simulator,
+        },
+        DeviceLink::Tcp(connector) => OpenedFingerprintSensor {
+            sensor: Box::new(Ef01Sensor::new(connector, settings)),
+            simulator: None,
+        },
     })
 }
