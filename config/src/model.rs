@@ -19,6 +19,7 @@ pub struct Config {
     pub api: ApiSection,
     pub devices: DevicesSection,
     pub token: TokenSection,
+    pub ukey: UkeySection,
     pub store: StoreSection,
     pub hq: HqSection,
     pub ca: CaSection,
@@ -247,6 +248,75 @@ impl Default for TokenSection {
             sm2_distid: "1234567812345678".into(),
             usb_ids: Vec::new(),
             call_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Key type generated on applicants' UKEYs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UkeyAlgorithm {
+    P256,
+    Sm2,
+}
+
+/// Applicants' UKEYs (and the blank UKEYs staff issue in batches): where they are reached.
+/// In the embedded defaults they are soft tokens under `<data_dir>/ukeys`, "inserted" through
+/// the simulator endpoint; in production, the UKEY vendor's PKCS#11 module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UkeySection {
+    pub provider: TokenProvider,
+    /// PKCS#11 module of the UKEY middleware for `pkcs11` (if it is the device token's module,
+    /// the loaded module is shared).
+    pub module: Option<PathBuf>,
+    /// Directory of the soft UKEYs (relative to the data directory).
+    pub soft_dir: PathBuf,
+    /// Secret the soft UKEYs derive their key-encryption key from.
+    pub soft_secret: ConfigSecret,
+    /// Vendor profile naming the SM2 mechanism and key-type numbers.
+    pub vendor_profile: String,
+    /// SM2 distinguishing identifier for holders' signatures.
+    pub sm2_distid: String,
+    /// Key type generated for a holder.
+    pub algorithm: UkeyAlgorithm,
+    /// Label of the holder's signing key on the UKEY.
+    pub key_label: String,
+    /// SO PIN blank UKEYs ship with from the factory (staff batch issuance replaces it).
+    pub factory_so_pin: ConfigSecret,
+    /// Timeout of one PKCS#11 call, in milliseconds (key generation can take seconds).
+    pub call_timeout_ms: u64,
+}
+
+impl Default for UkeySection {
+    fn default() -> Self {
+        Self {
+            provider: TokenProvider::Soft,
+            module: None,
+            soft_dir: PathBuf::from("ukeys"),
+            soft_secret: ConfigSecret::new("kioskd-demo-soft-ukey-secret"),
+            vendor_profile: "softhsm2".into(),
+            sm2_distid: "1234567812345678".into(),
+            algorithm: UkeyAlgorithm::P256,
+            key_label: "holder-sign".into(),
+            factory_so_pin: ConfigSecret::new("12345678"),
+            call_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl UkeySection {
+    /// The same provider settings in the shape `hsm::open_provider` takes.
+    pub fn provider_section(&self) -> TokenSection {
+        TokenSection {
+            provider: self.provider,
+            module: self.module.clone(),
+            soft_dir: self.soft_dir.clone(),
+            soft_secret: self.soft_secret.clone(),
+            vendor_profile: self.vendor_profile.clone(),
+            sm2_distid: self.sm2_distid.clone(),
+            call_timeout_ms: self.call_timeout_ms,
+            ..TokenSection::default()
         }
     }
 }

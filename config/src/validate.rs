@@ -38,6 +38,7 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     check_serial("devices.fingerprint", &config.devices.fingerprint, &mut c);
     check_camera(config, &mut c);
     check_token(config, &mut c);
+    check_ukey(config, &mut c);
     check_store(config, &mut c);
     check_hq(config, &mut c);
     check_endpoint("ca.url", config.ca.url.as_deref(), &mut c);
@@ -275,6 +276,40 @@ fn check_token(config: &Config, c: &mut Collector<'_>) {
             "token.call_timeout_ms",
             "must be greater than 0",
             "set a timeout such as 10000",
+        );
+    }
+}
+
+fn check_ukey(config: &Config, c: &mut Collector<'_>) {
+    let u = &config.ukey;
+    match u.provider {
+        TokenProvider::Soft if u.soft_secret.expose().len() < 16 => c.push(
+            "ukey.soft_secret",
+            "is shorter than 16 characters",
+            "use a long random secret (the key-encryption key is derived from it)",
+        ),
+        TokenProvider::Soft => {}
+        TokenProvider::Pkcs11 => match &u.module {
+            None => c.push(
+                "ukey.module",
+                "provider \"pkcs11\" needs a module",
+                "set module to the UKEY vendor's PKCS#11 library",
+            ),
+            Some(m) => require_file(config, "ukey.module", m, c),
+        },
+    }
+    if u.key_label.is_empty() {
+        c.push(
+            "ukey.key_label",
+            "is empty",
+            "name the holder's key, e.g. holder-sign",
+        );
+    }
+    if u.call_timeout_ms == 0 {
+        c.push(
+            "ukey.call_timeout_ms",
+            "must be greater than 0",
+            "set a timeout such as 30000",
         );
     }
 }
