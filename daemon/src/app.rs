@@ -96,6 +96,7 @@ pub async fn serve(
     )?);
     let provider = hsm::open_provider(&config.token, loaded.data_dir())?;
     let keys = open_device_keys(&loaded, &store, &provider).await?;
+    let ukeys = open_ukey_provider(&loaded, &provider)?;
     tracing::info!(
         token = %config.token.device_token,
         signer = keys.signer.algorithm().name(),
@@ -115,6 +116,7 @@ pub async fn serve(
         devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
         staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
         memory: Arc::new(crate::session::SessionMemory::default()),
+        ukeys,
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -245,6 +247,25 @@ async fn open_device_keys(
     .await
     .map_err(|e| AppError::Task(e.to_string()))??;
     Ok(keys)
+}
+
+/// The provider of applicants' UKEYs. A PKCS#11 module already loaded for the device token is
+/// shared (a module is initialised once per process).
+fn open_ukey_provider(
+    loaded: &LoadedConfig,
+    device: &Arc<dyn hsm::TokenProvider>,
+) -> Result<Arc<dyn hsm::TokenProvider>, AppError> {
+    let config = &loaded.config;
+    let same_module = config.ukey.provider == TokenProvider::Pkcs11
+        && config.token.provider == TokenProvider::Pkcs11
+        && config.ukey.module == config.token.module;
+    if same_module {
+        return Ok(device.clone());
+    }
+    Ok(hsm::open_provider(
+        &config.ukey.provider_section(),
+        loaded.data_dir(),
+    )?)
 }
 
 /// Staff authentication against the configured staff CA, or the demo CA and

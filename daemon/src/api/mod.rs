@@ -36,6 +36,8 @@ pub struct AppState {
     pub staff: Arc<crate::staff::StaffAuth>,
     /// What applicant sessions hold in memory only (biometrics, guardians).
     pub memory: Arc<crate::session::SessionMemory>,
+    /// Where applicants' UKEYs (and blank UKEYs for batch issuance) are reached (`[ukey]`).
+    pub ukeys: Arc<dyn hsm::TokenProvider>,
 }
 
 /// Build the API router.
