@@ -11,6 +11,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Machine-readable particulars the screen needs (e.g. `{"retries_left": 2}`), never
+    /// personal data.
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -22,6 +25,8 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 impl ApiError {
@@ -30,7 +35,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same error with particulars for the screen.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -48,6 +60,7 @@ impl IntoResponse for ApiError {
             error: Inner {
                 code: self.code,
                 message: &self.message,
+                details: self.details.as_ref(),
             },
         };
         (self.status, Json(body)).into_response()
