@@ -51,6 +51,10 @@ pub enum AppError {
     Devices(#[from] crate::devices::DevicesError),
     #[error("staff authentication: {0}")]
     Staff(#[from] crate::staff::StaffError),
+    #[error("verification services: {0}")]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error("starting the stand-in verification services: {0}")]
+    StandIn(std::io::Error),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -104,6 +108,9 @@ pub async fn serve(
         "device token ready"
     );
 
+    let devices = Arc::new(crate::devices::Devices::open(&config.devices)?);
+    let simulated = devices.idcard_sim.is_some() && devices.fingerprint_sim.is_some();
+    let (verifier, _standin) = open_verifier(&config, catalog.clone(), simulated).await?;
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -113,10 +120,14 @@ pub async fn serve(
         sessions: Arc::new(crate::session::Sessions::new(Duration::from_secs(
             config.api.session_idle_secs,
         ))),
-        devices: Arc::new(crate::devices::Devices::open(&config.devices)?),
+        devices,
         staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
         memory: Arc::new(crate::session::SessionMemory::default()),
         ukeys,
+        events: crate::events::Events::default(),
+        verifier,
+        binding: Arc::new(open_binding(simulated)),
+        hq_recipient: Arc::new(crate::sync::HqRecipient::default()),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -249,6 +260,80 @@ async fn open_device_keys(
     Ok(keys)
 }
 
+/// The identity verification client. With simulated devices and no verifier configured at
+/// all (the embedded defaults), the loopback stand-in services are started and used, so the
+/// demo runs the real client over the real protocol; a deployment configures the real URLs.
+async fn open_verifier(
+    config: &kiosk_config::Config,
+    catalog: Arc<kiosk_config::Catalog>,
+    simulated: bool,
+) -> Result<
+    (
+        Arc<dyn crate::verify::Verifier>,
+        Option<crate::verify::standin::StandIn>,
+    ),
+    AppError,
+> {
+    let v = &config.verifiers;
+    let none_configured = [
+        &v.carrier_3factor,
+        &v.bank_card_4factor,
+        &v.biometric_compare,
+    ]
+    .iter()
+    .all(|e| e.url.is_none());
+    if simulated && none_configured {
+        let (_, standin) = crate::verify::standin::spawn_with_catalog(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            catalog.clone(),
+        )
+        .await
+        .map_err(AppError::StandIn)?;
+        let mut verifier = crate::verify::http::HttpVerifier::new(catalog);
+        for (method, ep) in [
+            ("carrier_3factor", &v.carrier_3factor),
+            ("bank_card_4factor", &v.bank_card_4factor),
+            ("biometric_compare", &v.biometric_compare),
+        ] {
+            verifier.add_endpoint(
+                method,
+                &standin.endpoint(method, ep.timeout_ms, ep.retries),
+                None,
+            )?;
+        }
+        tracing::warn!(
+            addr = %standin.addr(),
+            "simulated devices and no verification service configured: using the loopback stand-in services"
+        );
+        return Ok((Arc::new(verifier), Some(standin)));
+    }
+    let verifier = crate::verify::http::HttpVerifier::from_config(catalog, config)?;
+    Ok((Arc::new(verifier), None))
+}
+
+/// The card-binding comparers: scripted stand-ins with simulated devices, else none until a
+/// licensed vendor component is installed (the page then offers the other methods).
+fn open_binding(simulated: bool) -> crate::api::verification::Binding {
+    use drivers::binding::{Comparison, NoMatcher, ScriptedMatcher};
+    if simulated {
+        let m = ScriptedMatcher {
+            outcome: Comparison {
+                is_match: true,
+                score: 0.9,
+            },
+        };
+        crate::api::verification::Binding {
+            fingerprint: Box::new(m),
+            face: Box::new(m),
+        }
+    } else {
+        crate::api::verification::Binding {
+            fingerprint: Box::new(NoMatcher),
+            face: Box::new(NoMatcher),
+        }
+    }
+}
+
 /// The provider of applicants' UKEYs. A PKCS#11 module already loaded for the device token is
 /// shared (a module is initialised once per process).
 fn open_ukey_provider(
@@ -319,6 +404,7 @@ fn start_sync(
         resolve: Arc::new(move |p: &Path| config.resolve(p)),
         store: state.store.clone(),
         signer: state.keys.signer.clone(),
+        recipient: state.hq_recipient.clone(),
     };
     tracker.spawn(crate::sync::hq_client::run(link, shutdown));
 }

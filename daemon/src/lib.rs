@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod devices;
+pub mod events;
 pub mod intake;
 pub mod keys;
 pub mod logging;

@@ -141,6 +141,29 @@ impl Sessions {
 pub struct SessionMemory {
     faces: Mutex<std::collections::HashMap<String, drivers::binding::FaceImage>>,
     guardians: Mutex<std::collections::HashMap<String, Guardian>>,
+    progress: Mutex<std::collections::HashMap<String, Progress>>,
+    cards: Mutex<std::collections::HashMap<String, CardBiometrics>>,
+    typed: Mutex<std::collections::HashMap<String, Vec<crate::privacy::Personal>>>,
+}
+
+/// How far an applicant's workflow got (no personal values).
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub done: std::collections::BTreeSet<crate::workflow::plan::Step>,
+    /// The method that verified the applicant's identity.
+    pub verified_by: Option<String>,
+    /// Serial (hex) of the certificate issued or acted on in this session.
+    pub certificate_serial: Option<String>,
+    /// Wrong UKEY PINs entered in this session.
+    pub pin_failures: u32,
+}
+
+/// The card's photo and fingerprint blocks, kept for the session's comparisons only, and only
+/// with the applicant's consent to each (zeroized on drop by their types).
+#[derive(Debug, Clone, Default)]
+pub struct CardBiometrics {
+    pub photo: Option<firmware_interfaces::sam::WltPhoto>,
+    pub fingerprints: Vec<firmware_interfaces::sam::CardFingerprint>,
 }
 
 /// A guardian verified through the identity flow, with the items that go
@@ -172,10 +195,51 @@ impl SessionMemory {
         lock(&self.guardians).get(session).cloned()
     }
 
+    /// What the workflow of `session` has done so far.
+    pub fn progress(&self, session: &str) -> Progress {
+        lock(&self.progress)
+            .get(session)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Change the progress of `session`.
+    pub fn update_progress(&self, session: &str, f: impl FnOnce(&mut Progress)) {
+        f(lock(&self.progress).entry(session.to_string()).or_default());
+    }
+
+    /// Mark `step` done for `session`.
+    pub fn complete(&self, session: &str, step: crate::workflow::plan::Step) {
+        self.update_progress(session, |p| {
+            p.done.insert(step);
+        });
+    }
+
+    pub fn put_card(&self, session: &str, card: CardBiometrics) {
+        lock(&self.cards).insert(session.to_string(), card);
+    }
+
+    pub fn card(&self, session: &str) -> Option<CardBiometrics> {
+        lock(&self.cards).get(session).cloned()
+    }
+
+    /// Keep what the applicant typed for a verification that succeeded (their mobile, ...):
+    /// it goes with their record through the minimizer, and is forgotten with the session.
+    pub fn put_typed(&self, session: &str, values: Vec<crate::privacy::Personal>) {
+        lock(&self.typed).insert(session.to_string(), values);
+    }
+
+    pub fn typed(&self, session: &str) -> Vec<crate::privacy::Personal> {
+        lock(&self.typed).get(session).cloned().unwrap_or_default()
+    }
+
     /// Forget everything held for `session`.
     pub fn forget(&self, session: &str) {
+        lock(&self.typed).remove(session);
         lock(&self.faces).remove(session);
         lock(&self.guardians).remove(session);
+        lock(&self.progress).remove(session);
+        lock(&self.cards).remove(session);
     }
 }
 

@@ -62,6 +62,9 @@ async fn capture(
             grey: capture.frame.luma.clone(),
         },
     );
+    state
+        .memory
+        .complete(&session.id, crate::workflow::plan::Step::Face);
     tracing::info!(session = %session.id, frame = capture.index, "face captured (kept in memory only)");
     Ok(Json(json!({
         "accepted": true,

@@ -21,8 +21,11 @@ use super::{ApiError, AppState};
 use crate::app::now_ms;
 use crate::audit::Actor;
 use crate::privacy::Personal;
+use crate::privacy::consent::Ledger;
+use crate::session::CardBiometrics;
 use crate::store::subjects::Subjects;
 use crate::workflow::idcard::{self, IdCardStepError};
+use crate::workflow::plan::Step;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -74,6 +77,7 @@ async fn read(
     let session = session_of(&state, &headers, &id)?;
     let card = read_card(&state).await?;
     let text = card.text;
+    let card_data = card.data;
     let today = time::OffsetDateTime::now_utc().date();
     let guardian = state.memory.guardian(&session.id);
     idcard::check_age(
@@ -105,6 +109,19 @@ async fn read(
             ));
         }
         let selected = idcard::select(&st.catalog, &conn, &s.id, &s.service, items)?;
+        let ledger = Ledger {
+            catalog: &st.catalog,
+            session: &s.id,
+        };
+        let consented = |item: &str| ledger.require(&conn, &s.service, None, item).is_ok();
+        let biometrics = CardBiometrics {
+            photo: consented("id_photo").then(|| card_data.photo.clone()),
+            fingerprints: if consented("fingerprint") {
+                card_data.fingerprints.clone()
+            } else {
+                Vec::new()
+            },
+        };
         let subjects = Subjects {
             catalog: &st.catalog,
             keys: st.keys.vault.as_ref(),
@@ -144,6 +161,8 @@ async fn read(
             .create(&tx, now_ms(), &actor, &s.id, digest, &selected.store)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         tx.commit()?;
+        st.memory.put_card(&s.id, biometrics);
+        st.memory.complete(&s.id, Step::Idcard);
         let shown: Vec<Personal> = selected
             .store
             .into_iter()
@@ -253,11 +272,13 @@ async fn sim_present(
         }
     }
     sim.present_card(fixtures::card(text, req.seed));
+    state.events.device("idcard", true);
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn sim_remove(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     sim_handle(&state)?.remove_card();
+    state.events.device("idcard", false);
     Ok(StatusCode::NO_CONTENT)
 }
 

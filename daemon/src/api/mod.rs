@@ -3,6 +3,7 @@
 //! `Host` is not one of the configured local names are refused (DNS rebinding).
 
 mod error;
+pub mod events;
 pub mod face;
 mod guard;
 pub mod idcard;
@@ -10,6 +11,7 @@ mod pages;
 pub mod rights;
 pub mod sessions;
 pub mod staff;
+pub mod verification;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +40,14 @@ pub struct AppState {
     pub memory: Arc<crate::session::SessionMemory>,
     /// Where applicants' UKEYs (and blank UKEYs for batch issuance) are reached (`[ukey]`).
     pub ukeys: Arc<dyn hsm::TokenProvider>,
+    /// Live events for the screens (devices, step progress, PIN state).
+    pub events: crate::events::Events,
+    /// Identity verification services (carrier, bank, photo comparison).
+    pub verifier: Arc<dyn crate::verify::Verifier>,
+    /// Card-binding comparers (finger vs card, face vs card photo).
+    pub binding: Arc<verification::Binding>,
+    /// HQ's record key for sealing applicant records (set when the link to HQ is up).
+    pub hq_recipient: Arc<crate::sync::HqRecipient>,
 }
 
 /// Build the API router.
@@ -53,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .merge(staff::routes())
         .merge(rights::routes())
+        .merge(verification::routes())
+        .merge(events::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(guard::json_errors))

@@ -20,6 +20,7 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::privacy::consent::{ConsentError, Ledger, Scope};
 use crate::session::{ApplicantSession, SessionError};
 use crate::store::subjects::Subjects;
+use crate::workflow::plan::{self, Step};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -195,6 +196,22 @@ struct SessionView {
     session_id: String,
     service: String,
     consents: Vec<serde_json::Value>,
+    workflow: WorkflowView,
+}
+
+/// Where the applicant is: the steps done, the next one and what it asks for (with why).
+#[derive(Serialize)]
+struct WorkflowView {
+    state: Step,
+    completed: Vec<Step>,
+    steps: Vec<Step>,
+    next: NextView,
+}
+
+#[derive(Serialize)]
+struct NextView {
+    step: Step,
+    asks: Vec<plan::Ask>,
 }
 
 async fn show(
@@ -205,8 +222,15 @@ async fn show(
     let session = session_of(&state, &headers, &id)?;
     let st = state.clone();
     let sid = session.id.clone();
-    let consents = blocking(move || {
+    let service = session.service.clone();
+    let (consents, face, fingerprint) = blocking(move || {
         let conn = st.store.conn()?;
+        let ledger = crate::privacy::consent::Ledger {
+            catalog: &st.catalog,
+            session: &sid,
+        };
+        let consented = |item: &str| ledger.require(&conn, &service, None, item).is_ok();
+        let (face, fingerprint) = (consented("face_image"), consented("fingerprint"));
         let mut stmt = conn.prepare(
             "SELECT service, item, scope, policy_version, granted_at, withdrawn_at FROM consents
              WHERE session_id = ?1 ORDER BY id",
@@ -223,10 +247,22 @@ async fn show(
                 }))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        Ok((rows, face, fingerprint))
     })
     .await?;
+    let progress = state.memory.progress(&session.id);
+    let steps = plan::steps(&session.service, face, fingerprint);
+    let next = plan::next(&steps, &progress.done);
     Ok(Json(SessionView {
+        workflow: WorkflowView {
+            state: next,
+            completed: progress.done.iter().copied().collect(),
+            next: NextView {
+                step: next,
+                asks: plan::asks(&state.catalog, &session.service, next),
+            },
+            steps,
+        },
         session_id: session.id,
         service: session.service,
         consents,
@@ -280,6 +316,8 @@ async fn consent(
             })
             .map_err(ConsentError::from)?;
     }
+    let purpose = req.purpose;
+    let sid = session.id.clone();
     in_ledger(&state, session, move |ledger, tx, at, service| {
         if req.purpose {
             ledger.grant(tx, at, service, None, Scope::Collect)?;
@@ -299,6 +337,9 @@ async fn consent(
         Ok(())
     })
     .await?;
+    if purpose {
+        state.memory.complete(&sid, Step::Consents);
+    }
     show(State(state), headers, Path(id)).await
 }
 

@@ -57,6 +57,22 @@ impl Subjects<'_> {
             .keyed_digest("subject", id_number.expose().as_bytes())
     }
 
+    /// The live subject collected in applicant session `session`, if any.
+    pub fn of_session(
+        conn: &rusqlite::Connection,
+        session: &str,
+    ) -> Result<Option<String>, SubjectError> {
+        use rusqlite::OptionalExtension;
+        Ok(conn
+            .query_row(
+                "SELECT subject_id FROM subjects WHERE session_id = ?1 AND purged_at IS NULL
+                 ORDER BY rowid DESC LIMIT 1",
+                [session],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Write a new subject with `values`; returns its id.
     pub fn create(
         &self,

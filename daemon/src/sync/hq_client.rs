@@ -170,6 +170,8 @@ pub struct SyncLink {
     pub resolve: Arc<dyn Fn(&std::path::Path) -> std::path::PathBuf + Send + Sync>,
     pub store: crate::store::Store,
     pub signer: Arc<crate::token_keys::DeviceSigner>,
+    /// Filled with HQ's record key once known (the API seals applicant records to it).
+    pub recipient: Arc<super::HqRecipient>,
 }
 
 /// Public file with the device key's verifier JSON (register it at HQ).
@@ -299,6 +301,7 @@ async fn run_remote(
             }
         };
         let recipient = recipient_from_file(&need("record_key", &hq.record_key)?)?;
+        link.recipient.set(recipient.clone());
         let transport =
             HqClientTransport::new(&url, &ca, &cert, &key).map_err(|e| e.to_string())?;
         Ok::<_, String>((url, link.sender(transport, recipient)))
@@ -353,6 +356,7 @@ async fn run_local(
                     let key = read_file("local HQ client key", &ready.client_key)
                         .map_err(|e| e.to_string())?;
                     let recipient = recipient_from_file(&ready.record_public)?;
+                    link.recipient.set(recipient.clone());
                     let transport =
                         HqClientTransport::new(&ready.url, &ca, &cert, &ClientKey::Pem(key))
                             .map_err(|e| e.to_string())?;

@@ -27,6 +27,37 @@ pub mod hq_client;
 pub mod local_hq;
 pub mod synthetic;
 
+/// HQ's public record key, known once the link to HQ is set up (the local HQ starts after
+/// kioskd; a remote HQ's key comes from `hq.record_key`). Applicant records are sealed to it
+/// when they enter the outbox, so nothing waits there in clear.
+pub struct HqRecipient {
+    keys: tokio::sync::watch::Sender<Option<RecipientPublicKeys>>,
+}
+
+impl Default for HqRecipient {
+    fn default() -> Self {
+        Self {
+            keys: tokio::sync::watch::channel(None).0,
+        }
+    }
+}
+
+impl HqRecipient {
+    pub fn set(&self, keys: RecipientPublicKeys) {
+        self.keys.send_replace(Some(keys));
+    }
+
+    /// The key, waiting up to `within` for the link to come up.
+    pub async fn get(&self, within: Duration) -> Option<RecipientPublicKeys> {
+        let mut rx = self.keys.subscribe();
+        let waited = tokio::time::timeout(within, rx.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(keys)) => keys.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// Delivery of a sealed envelope to HQ.
 #[async_trait::async_trait]
 pub trait HqTransport: Send + Sync {

@@ -4,3 +4,5 @@
 //! the audit log in the same transaction as the data it stores.
 
 pub mod idcard;
+pub mod issuance;
+pub mod plan;
