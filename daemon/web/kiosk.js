@@ -43,6 +43,58 @@ const TEXT = {
     idle: "由于长时间无操作，本次办理已结束，信息已清除。",
     expired: "本次办理已超时结束，请重新开始。",
     busy: "另一位申请人正在办理，请稍候再试。", paused: "暂停受理，请联系工作人员。",
+    "step-consents": "同意", "step-face": "人脸", "step-fingerprint": "指纹", "step-verification": "核验",
+    "step-ukey": "UKEY", "step-sign": "签署", "step-lifecycle": "证书操作", "step-rights": "权利请求", "step-done": "结果",
+    guardian: "监护人同意",
+    "guardian-intro": "申请人未满14周岁。请监护人取下申请人的身份证，将监护人本人的身份证放在读卡区，然后点击“监护人已放好身份证”。监护人的信息仅用于确认其同意。",
+    "guardian-read": "监护人已放好身份证", "demo-guardian": "演示：放置监护人身份证",
+    "guardian-reading": "正在读取监护人身份证……", "guardian-ok": "监护人 {name} 已同意。请将申请人的身份证重新放在读卡区。",
+    "guardian-not-adult": "放置的身份证不是成年人的，请由监护人放置本人身份证。",
+    face: "请看摄像头", "face-purpose": "拍摄您的人脸图像，仅用于与身份证照片比对以核验身份；图像只保存在本机内存中，办理结束即删除。",
+    preview: "摄像头预览（占位画面）", "preview-note": "请将面部置于框内，保持不动", "face-capture": "拍照", next: "下一步",
+    "face-taking": "正在拍照，请保持不动……", "face-ok": "拍照成功。", "face-bad": "未拍到清晰的人脸，请正对摄像头后重试。",
+    "face-error": "摄像头暂时无法使用。您可以点击“下一步”，选择不使用人脸的核验方式。",
+    "q-score": "质量评分", "q-sharpness": "清晰度", "q-mean_luma": "亮度", "q-centre_offset": "偏离中心",
+    fingerprint: "请将手指放在指纹仪上",
+    "fingerprint-purpose": "在指纹仪上比对您的指纹与身份证中的指纹，以核验身份。指纹不会离开指纹仪和本机内存。",
+    "retry-finger": "再试一次", "demo-finger": "演示：放置手指",
+    "finger-waiting": "请将手指平放在指纹仪上……", "finger-comparing": "正在比对指纹，请勿移动……",
+    "finger-matched": "指纹比对通过。", "finger-nomatch": "指纹与身份证不一致，请换一个手指再试，或选择其他核验方式。",
+    "finger-unavailable": "指纹比对暂时不可用，请选择其他核验方式。", "finger-error": "指纹仪暂时无法使用，请重试或联系工作人员。",
+    verification: "选择身份核验方式", "verification-intro": "请选择一种方式核验您的身份。您可以选择不使用人脸的方式。",
+    "biometric-tag": "（使用人脸）", "nonbiometric-tag": "（不使用人脸）", verify: "核验", "other-method": "选择其他方式",
+    "method-sends": "将提供给{recipient}的信息：{fields}", "asked-why": "为什么需要：{purpose}",
+    "verify-sending": "正在核验……", "verify-failed": "核验未通过，请检查输入或选择其他方式。",
+    "verify-unavailable": "核验服务暂时不可用，请重试或选择其他方式。", "verify-consent": "此方式需要您的单独同意，请选择其他方式。",
+    ukey: "请插入 UKEY", "ukey-for-issue": "证书将写入您的 UKEY，密钥在 UKEY 内生成，不会离开 UKEY。",
+    "ukey-for-sign": "请插入存有您证书的 UKEY。", "ukey-for-lifecycle": "请插入存有要操作的证书的 UKEY。",
+    "ukey-waiting": "等待插入 UKEY……", "ukey-present": "已检测到 UKEY。", "demo-ukey": "演示：插入 UKEY",
+    "ukey-locked": "这支 UKEY 的 PIN 已锁定，请联系工作人员解锁。",
+    pin: "请输入 UKEY 的 PIN", keypad: "数字键盘", "pin-entered": "已输入 {n} 位", del: "删除", ok: "确定",
+    "pin-for-issue": "输入 PIN 后，将在 UKEY 中生成密钥并写入证书。", "pin-for-sign": "输入 PIN 后签署所选文件。",
+    "pin-for-lifecycle": "输入 PIN 后执行：{action}。",
+    "pin-wrong": "PIN 错误，还可以尝试 {n} 次。", "pin-wrong-unknown": "PIN 错误，请重新输入。",
+    "pin-final": "注意：再输错一次 PIN 将被锁定。", "pin-locked": "PIN 已锁定，无法继续。请联系工作人员解锁 UKEY。",
+    "pin-short": "PIN 至少 6 位。", "ukey-removed": "UKEY 被拔出，请重新插入。",
+    "progress-bar": "办理进度", "work-busy": "正在办理，请勿拔出 UKEY……",
+    "ph-generating_key": "正在 UKEY 中生成密钥……", "ph-csr": "正在生成证书请求……", "ph-ca": "正在向 CA 申请证书……",
+    "ph-writing": "正在写入证书……", "ph-signing": "正在签署申请表……", "ph-queued": "正在保存记录……", "ph-done": "完成。",
+    "ca-unavailable": "证书服务暂时不可用，请稍后重试或联系工作人员。",
+    sign: "签署文件", "sign-intro": "请选择要签署的文件。签名由您 UKEY 中的私钥生成，私钥不会离开 UKEY。",
+    "doc-form": "示例：业务申请表", "doc-contract": "示例：服务协议",
+    lifecycle: "选择证书操作", "revoke-reason": "吊销原因",
+    "a-renew": "更新证书", "a-rekey": "更新密钥", "a-revoke": "吊销证书", "a-suspend": "挂起证书", "a-resume": "解除挂起",
+    "r-unspecified": "未说明", "r-keyCompromise": "密钥泄露或 UKEY 丢失", "r-affiliationChanged": "信息变更", "r-cessationOfOperation": "不再使用",
+    rights: "个人信息权利请求", "rights-intro": "您的身份已核验。请选择要提出的请求，我们将在法定期限内处理并答复。",
+    "k-access": "查阅我的个人信息", "k-copy": "获取个人信息副本", "k-correction": "更正或补充", "k-deletion": "删除我的个人信息",
+    "k-consent_withdrawal": "撤回同意", "k-account_cancellation": "注销账户",
+    "rights-filed": "您的{kind}请求已受理，编号 {id}。我们将在 {due} 前答复。",
+    "issued": "证书已写入您的 UKEY。", "signed": "文件已签署，签名验证通过。", "lifecycle-done": "操作已完成：{action}。",
+    "o-serial": "证书序列号", "o-subject": "证书主体", "o-not_after": "有效期至", "o-algorithm": "算法",
+    "o-form": "申请表签名", "o-verified": "已验证", "o-status": "证书状态", "o-request": "请求编号", "o-due": "答复期限",
+    "st-good": "有效", "st-held": "已挂起", "st-revoked": "已吊销",
+    "card-summary": "身份证信息",
+    "step-error": "这一步暂时无法完成：{msg}",
     offline: "暂时无法连接服务，请稍后再试或联系工作人员。",
   },
   en: {
@@ -81,27 +133,102 @@ const TEXT = {
     expired: "This visit timed out. Please start again.",
     busy: "Another applicant is being served. Please try again shortly.",
     paused: "The kiosk is not taking applications right now. Please ask the staff.",
+    "step-consents": "Consent", "step-face": "Face", "step-fingerprint": "Fingerprint", "step-verification": "Verification",
+    "step-ukey": "UKEY", "step-sign": "Sign", "step-lifecycle": "Certificate", "step-rights": "Request", "step-done": "Result",
+    guardian: "Guardian's consent",
+    "guardian-intro": "The applicant is under 14. The guardian: take the applicant's card off the reader, place your own ID card on it, then press \"The guardian's card is on the reader\". Your data is used only to confirm your consent.",
+    "guardian-read": "The guardian's card is on the reader", "demo-guardian": "Demo: place a guardian's card",
+    "guardian-reading": "Reading the guardian's card…", "guardian-ok": "Guardian {name} has consented. Place the applicant's ID card on the reader again.",
+    "guardian-not-adult": "That card is not an adult's. The guardian must place their own card.",
+    face: "Look at the camera", "face-purpose": "A picture of your face is taken only to compare it with your ID-card photo. It stays in this kiosk's memory and is deleted when you finish.",
+    preview: "Camera preview (placeholder)", "preview-note": "Keep your face inside the frame and hold still", "face-capture": "Take picture", next: "Next",
+    "face-taking": "Taking the picture, hold still…", "face-ok": "Picture taken.", "face-bad": "No clear face found. Face the camera and try again.",
+    "face-error": "The camera is not available. Press \"Next\" and choose a way of verifying that uses no face.",
+    "q-score": "Quality score", "q-sharpness": "Sharpness", "q-mean_luma": "Brightness", "q-centre_offset": "Off centre",
+    fingerprint: "Place your finger on the sensor",
+    "fingerprint-purpose": "Your fingerprint is compared on the sensor with the one on your ID card to verify your identity. It never leaves the sensor and this kiosk's memory.",
+    "retry-finger": "Try again", "demo-finger": "Demo: place a finger",
+    "finger-waiting": "Place your finger flat on the sensor…", "finger-comparing": "Comparing, keep your finger still…",
+    "finger-matched": "Fingerprint matched.", "finger-nomatch": "The fingerprint does not match the card. Try another finger or choose another way of verifying.",
+    "finger-unavailable": "Fingerprint comparison is not available. Please choose another way of verifying.", "finger-error": "The fingerprint sensor is not available. Please try again or ask the staff.",
+    verification: "Choose how to verify your identity", "verification-intro": "Choose one way of verifying your identity. You can choose one that uses no face.",
+    "biometric-tag": " (uses your face)", "nonbiometric-tag": " (no face)", verify: "Verify", "other-method": "Choose another way",
+    "method-sends": "Sent to {recipient}: {fields}", "asked-why": "Why we ask: {purpose}",
+    "verify-sending": "Verifying…", "verify-failed": "Verification failed. Check what you entered or choose another way.",
+    "verify-unavailable": "The verification service is not available. Try again or choose another way.", "verify-consent": "This way needs your separate consent. Please choose another way.",
+    ukey: "Insert your UKEY", "ukey-for-issue": "Your certificate is written to your UKEY. The key is generated inside the UKEY and never leaves it.",
+    "ukey-for-sign": "Insert the UKEY that holds your certificate.", "ukey-for-lifecycle": "Insert the UKEY that holds the certificate.",
+    "ukey-waiting": "Waiting for your UKEY…", "ukey-present": "UKEY found.", "demo-ukey": "Demo: insert a UKEY",
+    "ukey-locked": "This UKEY's PIN is locked. Please ask the staff to unblock it.",
+    pin: "Enter your UKEY's PIN", keypad: "Keypad", "pin-entered": "{n} digits entered", del: "Delete", ok: "OK",
+    "pin-for-issue": "After the PIN, a key is generated inside your UKEY and the certificate is written to it.", "pin-for-sign": "After the PIN, the chosen document is signed.",
+    "pin-for-lifecycle": "After the PIN: {action}.",
+    "pin-wrong": "Wrong PIN. {n} tries left.", "pin-wrong-unknown": "Wrong PIN. Please enter it again.",
+    "pin-final": "Careful: one more wrong PIN locks it.", "pin-locked": "The PIN is locked. Please ask the staff to unblock the UKEY.",
+    "pin-short": "The PIN has at least 6 digits.", "ukey-removed": "The UKEY was removed. Please insert it again.",
+    "progress-bar": "Progress", "work-busy": "Working. Do not remove the UKEY…",
+    "ph-generating_key": "Generating the key inside the UKEY…", "ph-csr": "Preparing the certificate request…", "ph-ca": "Asking the CA for the certificate…",
+    "ph-writing": "Writing the certificate…", "ph-signing": "Signing the application form…", "ph-queued": "Saving the record…", "ph-done": "Done.",
+    "ca-unavailable": "The certificate service is not available. Please try again later or ask the staff.",
+    sign: "Sign a document", "sign-intro": "Choose the document to sign. The signature is made by the private key inside your UKEY, which never leaves it.",
+    "doc-form": "Sample: application form", "doc-contract": "Sample: service agreement",
+    lifecycle: "Choose what to do with the certificate", "revoke-reason": "Reason for revoking",
+    "a-renew": "Renew", "a-rekey": "New key", "a-revoke": "Revoke", "a-suspend": "Suspend", "a-resume": "Resume",
+    "r-unspecified": "Not given", "r-keyCompromise": "Key compromised or UKEY lost", "r-affiliationChanged": "Details changed", "r-cessationOfOperation": "No longer needed",
+    rights: "Your personal-information rights", "rights-intro": "Your identity is verified. Choose your request; we answer within the legal deadline.",
+    "k-access": "See my personal information", "k-copy": "Get a copy", "k-correction": "Correct or complete it", "k-deletion": "Delete it",
+    "k-consent_withdrawal": "Withdraw my consent", "k-account_cancellation": "Close my account",
+    "rights-filed": "Your request ({kind}) is received, number {id}. We will answer by {due}.",
+    "issued": "Your certificate is on your UKEY.", "signed": "The document is signed and the signature verified.", "lifecycle-done": "Done: {action}.",
+    "o-serial": "Certificate serial", "o-subject": "Subject", "o-not_after": "Valid until", "o-algorithm": "Algorithm",
+    "o-form": "Application form signature", "o-verified": "verified", "o-status": "Certificate status", "o-request": "Request number", "o-due": "Answer due",
+    "st-good": "valid", "st-held": "suspended", "st-revoked": "revoked",
+    "card-summary": "ID card",
+    "step-error": "This step cannot be completed now: {msg}",
     offline: "The service cannot be reached. Please try again later or ask the staff.",
   },
 };
 
-// Services offered on the first screen and the steps each goes through.
+// Services offered on the first screen.
 const SERVICES = [
   ["cert_application", "证书申请 / Apply for a certificate"],
+  ["certificate_use", "签署文件 / Sign a document"],
   ["lifecycle", "证书更新、吊销、挂起 / Renew, revoke or suspend a certificate"],
   ["rights_request", "个人信息权利请求 / Your personal-information rights"],
 ];
-const FLOWS = {
-  cert_application: ["consent", "idcard", "result"],
-  lifecycle: ["consent", "idcard", "result"],
-  rights_request: ["consent", "idcard", "result"],
-};
-// What each step does when shown (`enter`) and when the language changes (`render`).
+// The daemon says which steps a service goes through (`workflow.steps`) and
+// which is next; this maps its step names to the screen's sections. Before the
+// daemon has answered, this plan stands in for the progress bar.
+const SECTION_OF = { consents: "consent", idcard: "idcard", face: "face", fingerprint: "fingerprint", verification: "verification",
+  ukey: "ukey", sign: "ukey", lifecycle: "ukey", rights: "rights", done: "result" };
+const FALLBACK_PLAN = ["consents", "idcard", "done"];
+// What each section does when shown (`enter`) and when the language changes (`render`).
 const STEPS = {
   consent: { enter: renderConsent, render: renderConsent },
   idcard: { enter: startCardReading, render: renderCardStatus },
+  guardian: { enter: enterGuardian, render: renderGuardian },
+  face: { enter: enterFace, render: renderFace },
+  fingerprint: { enter: startFingerprint, render: renderFingerStatus },
+  verification: { enter: enterVerification, render: renderVerification },
+  ukey: { enter: startUkeyWait, render: renderUkey },
+  sign: { enter: renderSign, render: renderSign },
+  lifecycle: { enter: renderLifecycle, render: renderLifecycle },
+  rights: { enter: renderRights, render: renderRights },
+  pin: { enter: enterPin, render: renderPin },
   result: { enter: renderResult, render: renderResult },
 };
+// Where each section sits in the daemon's plan (for the progress bar).
+function planStep(section) {
+  if (section === "consent") return "consents";
+  if (section === "guardian") return "idcard";
+  if (section === "result") return st.outcome || !st.workflow ? "done" : "idcard";
+  if (section === "ukey" || section === "sign" || section === "lifecycle" || section === "pin") return st.ukeyFor || "ukey";
+  return section;
+}
+const DOCUMENTS = ["doc-form", "doc-contract"];
+const LIFECYCLE_ACTIONS = ["renew", "rekey", "suspend", "resume", "revoke"];
+const RIGHTS_KINDS = ["access", "copy", "correction", "deletion", "consent_withdrawal", "account_cancellation"];
+const PIN_MIN = 6, PIN_MAX = 12;
 // Order of ID-card fields on the result screen; others follow.
 const FIELD_ORDER = ["name", "sex", "nation", "birth_date", "id_number", "address", "id_authority", "id_validity"];
 const IDLE_WITHOUT_SESSION_MS = 120000;
@@ -110,7 +237,20 @@ const IDLE_WITHOUT_SESSION_MS = 120000;
 const st = {
   lang: "zh",
   session: null, // {session_id, token, items, purpose, idle_timeout_secs, ...}
-  flow: null, // step names of the chosen service
+  flow: null, // the daemon's plan of the chosen service (workflow.steps)
+  workflow: null, // the daemon's last workflow view {steps, completed, next:{step, asks}}
+  ukeyFor: null, // what the UKEY is for: "ukey" (issuance), "sign" or "lifecycle"
+  pin: [], // the digits typed on the keypad: script memory only, never the DOM
+  pinState: null, // {state, retries_left} from the daemon
+  pinMessage: null, // {key, params}
+  work: null, // {phase, percent} of the step running
+  outcome: null, // {key, params, rows: [[labelKey, value]]} shown on the result screen
+  status: {}, // per-section status key (face, finger, ukey, guardian, verify)
+  method: null, // the verification method chosen
+  action: null, // lifecycle action chosen
+  document: null, // document chosen to sign
+  faceQuality: null,
+  events: null, // AbortController of the session's event stream
   step: "service",
   consent: { purpose: false, items: new Set(), transfers: new Set() },
   card: null, // the masked answer of the ID-card read
@@ -182,16 +322,34 @@ function show(step) {
   if (STEPS[step]) STEPS[step].enter();
   $(`h-${step}`).focus();
 }
-function next() {
-  const i = st.flow.indexOf(st.step);
-  show(st.flow[i + 1]);
+// Ask the daemon where the applicant is and show the next step's section
+// (`summary`: show the masked card first, with a button to go on).
+async function advance(summary = false) {
+  const s = st.session, epoch = st.epoch;
+  const r = await api("GET", `/v1/sessions/${s.session_id}`, undefined, s);
+  if (st.session !== s || epoch !== st.epoch) return;
+  if (sessionGone(r)) return end("expired");
+  const wf = r.status === 200 && r.body ? r.body.workflow : null;
+  if (!wf) { // a daemon without workflows: card then result
+    st.flow = FALLBACK_PLAN;
+    return show(st.step === "consent" ? "idcard" : "result");
+  }
+  st.workflow = wf;
+  st.flow = wf.steps;
+  if (summary) return show("result");
+  const step = wf.next.step;
+  if (step === "ukey" || step === "sign" || step === "lifecycle") st.ukeyFor = step;
+  show(SECTION_OF[step] || "result");
+}
+function stepError(r) {
+  setNotice(r.status === 0 ? { key: "offline" } : { key: "step-error", params: { msg: (r.body && r.body.error && r.body.error.message) || String(r.status) } });
 }
 function renderProgress() {
   const nav = $("progress-nav"), ol = $("progress");
   ol.textContent = "";
   nav.hidden = !st.flow || st.step === "service";
   if (nav.hidden) return;
-  const current = st.flow.indexOf(st.step);
+  const current = st.flow.indexOf(planStep(st.step));
   st.flow.forEach((name, i) => {
     const li = el("li", {}, t(`step-${name}`));
     if (i === current) li.setAttribute("aria-current", "step");
@@ -234,11 +392,20 @@ async function start(service) {
       : r.status === 0 ? { key: "offline" } : { raw: (r.body && r.body.error && r.body.error.message) || String(r.status) });
   }
   st.session = r.body;
-  st.flow = FLOWS[service] || FLOWS.cert_application;
+  st.flow = FALLBACK_PLAN;
   st.consent = { purpose: false, items: new Set(), transfers: new Set() };
   st.lastPing = Date.now();
   resetIdle();
-  show(st.flow[0]);
+  followEvents(st.session);
+  show("consent");
+  // The daemon's plan for the progress bar.
+  const s = st.session;
+  api("GET", `/v1/sessions/${s.session_id}`, undefined, s).then((v) => {
+    if (st.session !== s || !v.body || !v.body.workflow) return;
+    st.workflow = v.body.workflow;
+    st.flow = v.body.workflow.steps;
+    renderProgress();
+  });
 }
 
 // ------------------------------------------------------------------ consent
@@ -293,7 +460,7 @@ $("consent-next").addEventListener("click", async () => {
   if (sessionGone(r)) return end("expired");
   if (r.status !== 200) return setNotice(r.status === 0 ? { key: "offline" } : { raw: r.body && r.body.error ? r.body.error.message : String(r.status) });
   setNotice(null);
-  next();
+  advance();
 });
 $("consent-refuse").addEventListener("click", () => end("refused"));
 
@@ -326,12 +493,12 @@ async function startCardReading() {
     if (r.status === 200) {
       st.card = r.body;
       resetIdle(); // a card placed counts as the applicant acting
-      return next();
+      return advance(true);
     }
     if (sessionGone(r)) return end("expired");
     if (code === "no_card") setCardStatus("waiting");
     else if (code === "card_removed") setCardStatus("removed");
-    else if (code === "guardian_required") return setCardStatus("minor");
+    else if (code === "guardian_required") return show("guardian");
     else if (r.status === 422) return setCardStatus("consent");
     else return setCardStatus("error");
     await pause(700);
@@ -345,9 +512,355 @@ $("demo-card").addEventListener("click", async () => {
   else setNotice({ raw: (r.body && r.body.error && r.body.error.message) || String(r.status) });
 });
 
+// ------------------------------------------------------------------ guardian
+// A child under 14: the guardian consents and places their own card, then the
+// child's card is read again.
+function enterGuardian() { st.status.guardian = null; renderGuardian(); }
+function renderGuardian() {
+  const p = $("guardian-status"), g = st.status.guardian;
+  p.textContent = g ? t(g.key, g.params) : "";
+}
+$("guardian-read").addEventListener("click", async () => {
+  const s = st.session, epoch = st.epoch;
+  if (!s) return;
+  st.status.guardian = { key: "guardian-reading" };
+  renderGuardian();
+  // Pressing the button is the guardian's consent to the guardian items.
+  let r = await api("POST", `/v1/sessions/${s.session_id}/consents`, { items: ["guardian_id_number"] });
+  if (r.status === 200) r = await api("POST", `/v1/sessions/${s.session_id}/guardian`);
+  if (epoch !== st.epoch || st.session !== s) return;
+  if (sessionGone(r)) return end("expired");
+  if (r.status !== 200) {
+    st.status.guardian = errorCode(r) === "guardian_not_adult" ? { key: "guardian-not-adult" } : null;
+    renderGuardian();
+    if (!st.status.guardian) stepError(r);
+    return;
+  }
+  setNotice(null);
+  st.status.guardian = null;
+  show("idcard");
+  setNotice({ key: "guardian-ok", params: { name: r.body.guardian ? r.body.guardian.name : "" } });
+});
+$("demo-guardian").addEventListener("click", () => api("POST", "/v1/sim/idcard", { seed: 2 }, null));
+
+// ------------------------------------------------------------------ face
+function enterFace() { st.status.face = null; st.faceQuality = null; renderFace(); }
+function renderFace() {
+  const f = st.status.face;
+  $("face-status").textContent = f ? t(f) : "";
+  const dl = $("face-quality");
+  dl.textContent = "";
+  dl.hidden = !st.faceQuality;
+  for (const [k, v] of Object.entries(st.faceQuality || {})) {
+    dl.append(el("div", { className: "field" }, el("dt", {}, t(`q-${k}`)), el("dd", {}, typeof v === "number" ? v.toFixed(2) : String(v))));
+  }
+  $("face-capture").hidden = f === "face-ok";
+  $("face-next").hidden = !(f === "face-ok" || f === "face-error");
+}
+$("face-capture").addEventListener("click", async () => {
+  const s = st.session, epoch = st.epoch;
+  st.status.face = "face-taking";
+  renderFace();
+  const r = await api("POST", `/v1/sessions/${s.session_id}/face`);
+  if (epoch !== st.epoch || st.session !== s) return;
+  if (sessionGone(r)) return end("expired");
+  if (r.status === 200) { st.faceQuality = r.body.quality; st.status.face = "face-ok"; }
+  else st.status.face = errorCode(r) === "no_acceptable_face" ? "face-bad" : "face-error";
+  renderFace();
+});
+$("face-next").addEventListener("click", () => advance());
+$("result-next").addEventListener("click", () => advance());
+
+// ------------------------------------------------------------------ fingerprint
+function renderFingerStatus() {
+  const p = $("finger-status"), state = st.status.finger || "waiting";
+  p.textContent = t(`finger-${state}`);
+  p.dataset.state = state;
+  $("finger-retry").hidden = !(state === "nomatch" || state === "error");
+}
+function setFinger(state) { if (st.status.finger !== state) { st.status.finger = state; renderFingerStatus(); } }
+// Ask the sensor until a finger is compared or the step is left.
+async function startFingerprint() {
+  st.status.finger = null;
+  setFinger("waiting");
+  const epoch = st.epoch, s = st.session;
+  while (epoch === st.epoch && st.session === s) {
+    const req = api("POST", `/v1/sessions/${s.session_id}/fingerprint`);
+    st.inflight = req;
+    const r = await req;
+    st.inflight = null;
+    if (epoch !== st.epoch || st.session !== s) return;
+    const code = errorCode(r);
+    if (r.status === 200) { setFinger("matched"); resetIdle(); return advance(); }
+    if (sessionGone(r)) return end("expired");
+    if (code === "no_finger") setFinger("waiting");
+    else if (code === "fingerprint_no_match") return setFinger("nomatch");
+    else if (code === "matcher_unavailable" || code === "card_has_no_fingerprint") {
+      // Offer the other methods: verification does not need the fingerprint.
+      setNotice({ key: "finger-unavailable" });
+      return show("verification");
+    } else return setFinger("error");
+    await pause(700);
+  }
+}
+$("finger-retry").addEventListener("click", () => { st.epoch += 1; startFingerprint(); });
+$("demo-finger").addEventListener("click", () => { setFinger("comparing"); api("POST", "/v1/sim/fingerprint", {}, null); });
+
+// ------------------------------------------------------------------ verification
+function enterVerification() { st.method = null; st.status.verify = null; renderVerification(); }
+function methodsOffered() { return (st.session && st.session.methods) || []; }
+function renderVerification() {
+  const box = $("methods");
+  box.textContent = "";
+  // Biometric methods always come with the non-face ones beside them.
+  for (const m of methodsOffered()) {
+    const b = el("button", { type: "button", className: "method" }, label(m.label) + t(m.biometric ? "biometric-tag" : "nonbiometric-tag"));
+    b.dataset.method = m.method;
+    b.setAttribute("aria-pressed", String(st.method === m.method));
+    b.addEventListener("click", () => { st.method = m.method; st.status.verify = null; renderVerification(); $("method-purpose").focus(); });
+    box.append(b);
+  }
+  const form = $("method-form"), fields = $("method-fields"), m = methodsOffered().find((x) => x.method === st.method);
+  form.hidden = !m;
+  const typedBefore = {};
+  for (const i of fields.querySelectorAll("input")) typedBefore[i.name] = i.value;
+  fields.textContent = "";
+  $("method-purpose").textContent = "";
+  if (m) {
+    const asks = ((st.workflow && st.workflow.next && st.workflow.next.asks) || []).filter((a) => !a.method || a.method === m.method);
+    $("method-purpose").tabIndex = -1;
+    $("method-purpose").textContent = t("method-sends", { recipient: m.recipient, fields: m.fields.map(itemLabel).join(listSep()) });
+    for (const a of asks) {
+      const id = `ask-${a.item}`;
+      const input = el("input", { id, name: a.item, type: "tel", inputMode: "numeric", autocomplete: "off", required: true, value: typedBefore[a.item] || "" });
+      input.setAttribute("aria-describedby", `${id}-why`);
+      fields.append(el("div", { className: "ask" }, el("label", { htmlFor: id }, label(a.label)), input,
+        el("p", { id: `${id}-why`, className: "small purpose" }, t("asked-why", { purpose: label(a.purpose, true) }))));
+    }
+  }
+  const v = st.status.verify;
+  $("verify-status").textContent = v ? t(v) : "";
+}
+$("method-back").addEventListener("click", () => { st.method = null; renderVerification(); });
+$("method-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const s = st.session, epoch = st.epoch;
+  const body = { method: st.method };
+  for (const i of $("method-fields").querySelectorAll("input")) body[i.name] = i.value.replace(/\s+/g, "");
+  // Typed numbers leave the screen as soon as they are sent.
+  for (const i of $("method-fields").querySelectorAll("input")) i.value = "";
+  st.status.verify = "verify-sending";
+  renderVerification();
+  const r = await api("POST", `/v1/sessions/${s.session_id}/verification`, body);
+  if (epoch !== st.epoch || st.session !== s) return;
+  if (sessionGone(r)) return end("expired");
+  if (r.status === 200) { st.status.verify = null; setNotice(null); return advance(); }
+  const code = errorCode(r);
+  st.status.verify = code === "verification_failed" ? "verify-failed" : code === "verifier_unavailable" ? "verify-unavailable"
+    : code === "consent_required" || code === "transfer_consent_required" ? "verify-consent" : null;
+  renderVerification();
+  if (!st.status.verify) stepError(r);
+});
+
+// ------------------------------------------------------------------ UKEY
+function renderUkey() {
+  $("h-ukey").textContent = t("ukey");
+  $("ukey-purpose").textContent = t(`ukey-for-${st.ukeyFor === "ukey" || !st.ukeyFor ? "issue" : st.ukeyFor}`);
+  const p = $("ukey-status"), state = st.status.ukey || "ukey-waiting";
+  p.textContent = t(state);
+  p.dataset.state = state === "ukey-locked" ? "error" : "waiting";
+}
+// Wait for a UKEY: the events stream says when one arrives; the status is
+// also asked now and then in case an event was missed.
+async function startUkeyWait() {
+  st.status.ukey = null;
+  renderUkey();
+  const epoch = st.epoch, s = st.session;
+  while (epoch === st.epoch && st.session === s) {
+    const r = await api("GET", `/v1/sessions/${s.session_id}/ukey`);
+    if (epoch !== st.epoch || st.session !== s) return;
+    if (sessionGone(r)) return end("expired");
+    if (r.status === 200 && r.body.present) {
+      st.pinState = r.body.pin;
+      if (r.body.pin && r.body.pin.state === "locked") { st.status.ukey = "ukey-locked"; return renderUkey(); }
+      st.status.ukey = "ukey-present";
+      renderUkey();
+      resetIdle();
+      return show(st.ukeyFor === "sign" ? "sign" : st.ukeyFor === "lifecycle" ? "lifecycle" : "pin");
+    }
+    await waitFor(() => st.ukeyArrived, 1500);
+    st.ukeyArrived = false;
+  }
+}
+$("demo-ukey").addEventListener("click", () => api("POST", "/v1/sim/ukey", {}, null));
+/** Resolve when cond() holds (checked every 100 ms) or after ms. */
+function waitFor(cond, ms) {
+  const deadline = Date.now() + ms;
+  return new Promise((resolve) => {
+    const tick = () => (cond() || Date.now() >= deadline ? resolve() : setTimeout(tick, 100));
+    tick();
+  });
+}
+
+// ------------------------------------------------------------------ sign, lifecycle, rights
+function choiceButtons(boxId, keys, prefix, onPick) {
+  const box = $(boxId);
+  box.textContent = "";
+  for (const k of keys) {
+    const b = el("button", { type: "button" }, t(`${prefix}${k}`));
+    b.dataset.choice = k;
+    b.addEventListener("click", () => onPick(k));
+    box.append(b);
+  }
+}
+function renderSign() { choiceButtons("documents", DOCUMENTS, "", (d) => { st.document = d; show("pin"); }); }
+function renderLifecycle() {
+  choiceButtons("lifecycle-actions", LIFECYCLE_ACTIONS, "a-", (a) => { st.action = a; show("pin"); });
+  $("revoke-reason-row").hidden = false;
+  for (const o of $("revoke-reason").options) o.textContent = t(o.dataset.i18n);
+}
+function renderRights() {
+  choiceButtons("rights-kinds", RIGHTS_KINDS, "k-", async (kind) => {
+    const s = st.session, epoch = st.epoch;
+    const r = await api("POST", `/v1/sessions/${s.session_id}/rights-requests`, { kind });
+    if (epoch !== st.epoch || st.session !== s) return;
+    if (sessionGone(r)) return end("expired");
+    if (r.status !== 201) return stepError(r);
+    setNotice(null);
+    st.outcome = { key: "rights-filed", params: { kind: t(`k-${kind}`), id: r.body.request_id, due: r.body.due },
+      rows: [["o-request", r.body.request_id], ["o-due", r.body.due]] };
+    show("result");
+  });
+}
+
+// ------------------------------------------------------------------ PIN keypad
+function enterPin() {
+  st.pin = [];
+  st.pinMessage = null;
+  st.work = null;
+  renderPin();
+}
+function renderPin() {
+  const what = st.ukeyFor === "sign" ? "sign" : st.ukeyFor === "lifecycle" ? "lifecycle" : "issue";
+  $("pin-purpose").textContent = t(`pin-for-${what}`, { action: st.action ? t(`a-${st.action}`) : "" });
+  const dots = $("pin-dots");
+  dots.textContent = "•".repeat(st.pin.length) || "\u00a0";
+  dots.setAttribute("aria-label", t("pin-entered", { n: st.pin.length }));
+  const locked = st.pinState && st.pinState.state === "locked";
+  const m = st.pinMessage || (st.pinState && st.pinState.state === "final_try" ? { key: "pin-final" } : null);
+  $("pin-status").textContent = locked ? t("pin-locked") : m ? t(m.key, m.params) : "";
+  $("pin-status").dataset.state = locked ? "locked" : m ? "warn" : "";
+  const pad = $("keypad");
+  pad.textContent = "";
+  const busy = !!st.work;
+  pad.hidden = busy || locked;
+  for (const k of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "del", "0", "ok"]) {
+    const b = el("button", { type: "button", className: `key key-${k}` }, k === "del" ? t("del") : k === "ok" ? t("ok") : k);
+    if (k === "ok") b.classList.add("primary");
+    b.addEventListener("click", () => pressKey(k));
+    pad.append(b);
+  }
+  $("work").hidden = !busy;
+  if (busy) {
+    $("work-phase").textContent = st.work.phase && TEXT.zh[`ph-${st.work.phase}`] ? t(`ph-${st.work.phase}`) : t("work-busy");
+    $("work-progress").value = st.work.percent || 0;
+  }
+}
+function pressKey(k) {
+  if (st.work) return;
+  if (k === "del") st.pin.pop();
+  else if (k === "ok") return submitPin();
+  else if (st.pin.length < PIN_MAX) st.pin.push(k);
+  st.pinMessage = null;
+  renderPin();
+}
+async function submitPin() {
+  if (st.pin.length < PIN_MIN) { st.pinMessage = { key: "pin-short" }; return renderPin(); }
+  const s = st.session, epoch = st.epoch;
+  const pin = st.pin.join("");
+  st.pin = [];
+  st.work = { phase: null, percent: 0 };
+  renderPin();
+  let path, body;
+  if (st.ukeyFor === "sign") {
+    path = `/v1/sessions/${s.session_id}/sign`;
+    body = { pin, document_b64: btoa(String.fromCharCode(...new TextEncoder().encode(`${TEXT.zh[st.document]} / ${TEXT.en[st.document]}`))) };
+  } else if (st.ukeyFor === "lifecycle") {
+    path = `/v1/sessions/${s.session_id}/certificate/${st.action}`;
+    body = st.action === "revoke" ? { pin, reason: $("revoke-reason").value } : { pin };
+  } else {
+    path = `/v1/sessions/${s.session_id}/ukey`;
+    body = { pin };
+  }
+  const req = api("POST", path, body);
+  st.inflight = req;
+  const r = await req;
+  st.inflight = null;
+  if (epoch !== st.epoch || st.session !== s) return;
+  st.work = null;
+  if (sessionGone(r)) return end("expired");
+  const code = errorCode(r), details = (r.body && r.body.error && r.body.error.details) || {};
+  if (r.status === 200) {
+    setNotice(null);
+    st.outcome = outcomeOf(r.body);
+    return show("result");
+  }
+  if (code === "pin_incorrect") {
+    st.pinState = { state: details.state || (details.retries_left === 1 ? "final_try" : "count_low"), retries_left: details.retries_left ?? null };
+    st.pinMessage = details.retries_left != null ? { key: "pin-wrong", params: { n: details.retries_left } } : { key: "pin-wrong-unknown" };
+  } else if (code === "pin_locked" || code === "pin_attempts_exceeded") {
+    st.pinState = { state: "locked", retries_left: 0 };
+  } else if (code === "ukey_removed" || code === "ukey_absent") {
+    setNotice({ key: "ukey-removed" });
+    return show("ukey");
+  } else if (code === "ca_unavailable") {
+    setNotice({ key: "ca-unavailable" });
+  } else {
+    stepError(r);
+  }
+  renderPin();
+}
+function outcomeOf(b) {
+  if (st.ukeyFor === "sign") {
+    return { key: "signed", rows: [["o-serial", b.certificate_serial], ["o-algorithm", b.algorithm], ["o-verified", b.verified ? "✓" : "✗"]] };
+  }
+  if (st.ukeyFor === "lifecycle") {
+    return { key: "lifecycle-done", params: { action: t(`a-${st.action}`) }, rows: [["o-serial", b.serial], ["o-status", t(`st-${b.status}`)]] };
+  }
+  const c = b.certificate || {};
+  return { key: "issued", rows: [["o-serial", c.serial], ["o-subject", c.subject],
+    ["o-not_after", c.not_after ? new Date(c.not_after * 1000).toISOString().slice(0, 10) : ""], ["o-algorithm", c.algorithm],
+    ["o-form", b.form_signature && b.form_signature.verified ? t("o-verified") : "✗"]] };
+}
+
+// ------------------------------------------------------------------ events
+// The session's live events: UKEY arrived, step progress, PIN state.
+async function followEvents(s) {
+  const ctl = new AbortController();
+  st.events = ctl;
+  try {
+    await readEvents(`/v1/sessions/${s.session_id}/events`, s.token, (name, data) => {
+      if (st.session !== s) return false;
+      if (name === "device" && data.device === "ukey" && data.present) st.ukeyArrived = true;
+      if (name === "device" && data.device === "fingerprint" && data.present && st.step === "fingerprint") setFinger("comparing");
+      if (name === "step" && st.work) { st.work = { phase: data.phase, percent: data.percent }; renderPin(); }
+      if (name === "pin") { st.pinState = data; if (st.step === "pin") renderPin(); }
+      return true;
+    }, ctl.signal);
+  } catch { /* no stream: the steps also ask the daemon directly */ }
+}
+
 // ------------------------------------------------------------------ result
 function renderResult() {
-  const dl = $("fields"), card = st.card;
+  const dl = $("fields"), card = st.card, o = st.outcome;
+  const out = $("outcome"), rows = $("outcome-fields");
+  out.hidden = !o;
+  out.textContent = o ? t(o.key, o.params) : "";
+  rows.hidden = !o;
+  rows.textContent = "";
+  for (const [k, v] of o ? o.rows : []) rows.append(el("div", { className: "field" }, el("dt", {}, t(k)), el("dd", {}, String(v ?? ""))));
+  $("h-result").textContent = t(o ? "step-done" : "result");
+  $("result-next").hidden = !!o || !st.workflow || st.workflow.next.step === "done";
   dl.textContent = "";
   $("used-for").textContent = "";
   $("withheld").hidden = true;
@@ -378,8 +891,13 @@ async function end(reason) {
   st.flow = null;
   st.card = null;
   st.inflight = null;
+  if (st.events) st.events.abort();
+  Object.assign(st, { events: null, workflow: null, ukeyFor: null, pin: [], pinState: null, pinMessage: null, work: null,
+    outcome: null, status: {}, method: null, action: null, document: null, faceQuality: null, ukeyArrived: false });
   st.consent = { purpose: false, items: new Set(), transfers: new Set() };
-  for (const id of ["fields", "used-for", "withheld", "general-items", "sensitive-items", "purpose", "policy-version"]) {
+  for (const i of $("method-fields").querySelectorAll("input")) i.value = "";
+  for (const id of ["fields", "used-for", "withheld", "general-items", "sensitive-items", "purpose", "policy-version",
+    "outcome", "outcome-fields", "face-quality", "method-fields", "methods", "pin-dots", "guardian-status", "verify-status"]) {
     $(id).textContent = "";
   }
   $("consent-purpose").checked = false;
@@ -452,5 +970,9 @@ applyLang();
 resetIdle();
 // The demo card button exists only where the daemon simulates the reader.
 api("GET", "/assets/kiosk-config.json", undefined, null).then((r) => {
-  $("demo-card").hidden = !(r.status === 200 && r.body && r.body.simulated_idcard === true);
+  const c = (r.status === 200 && r.body) || {};
+  $("demo-card").hidden = c.simulated_idcard !== true;
+  $("demo-guardian").hidden = c.simulated_idcard !== true;
+  $("demo-finger").hidden = c.simulated_fingerprint !== true;
+  $("demo-ukey").hidden = c.simulated_ukey !== true;
 });

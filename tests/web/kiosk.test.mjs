@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { AxeBuilder } from "@axe-core/playwright";
 import { startKioskd } from "./lib/kioskd.mjs";
+import { blankTokens } from "./lib/softhsm.mjs";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOTS = process.env.SCREENSHOTS || join(process.cwd(), "artifacts", "screenshots");
@@ -135,7 +136,9 @@ class Run {
 }
 
 async function serveDevAssets(context) {
-  const files = { "/": ["kiosk.html", "text/html"], "/assets/kiosk.js": ["kiosk.js", "text/javascript"], "/assets/kiosk.css": ["kiosk.css", "text/css"] };
+  const files = { "/": ["kiosk.html", "text/html"], "/assets/kiosk.js": ["kiosk.js", "text/javascript"], "/assets/kiosk.css": ["kiosk.css", "text/css"],
+    "/staff": ["staff.html", "text/html"], "/assets/staff.js": ["staff.js", "text/javascript"], "/assets/staff.css": ["staff.css", "text/css"],
+    "/assets/sse.js": ["sse.js", "text/javascript"] };
   await context.route((url) => url.pathname in files, async (route) => {
     const [file, type] = files[new URL(route.request().url()).pathname];
     const upstream = await route.fetch();
@@ -309,7 +312,8 @@ test("ID card of a child under 14 needs a guardian", async (r, kioskd) => {
   const birth = `${today.getUTCFullYear() - 10}-01-15`;
   // The person places the card (the simulated reader stands in for it).
   assert.equal((await kioskd.call("POST", "/v1/sim/idcard", { body: { seed: 1, birth_date: birth } })).status, 204);
-  await r.see(r.page.getByRole("status").getByText(/未满14周岁/));
+  await r.seeHeading("监护人同意");
+  await r.see(r.page.getByText(/申请人未满14周岁/));
   await r.shot("minor");
   assert.equal(await r.page.locator("#fields .field").count(), 0, "nothing shown");
   await r.assertNoClearValues("minor");
@@ -410,6 +414,176 @@ test("axe-core: no serious or critical violations on any step", async (r) => {
   const deleted = r.waitForDelete();
   await r.page.getByRole("button", { name: "Finish and clear" }).click();
   await deleted;
+});
+
+// A synthetic real-name mobile typed for carrier 3-factor verification: the screen must
+// not keep it once sent.
+const MOBILE = "13800138000";
+const pressPin = async (r, digits) => {
+  const pad = r.page.getByRole("group", { name: "数字键盘" });
+  for (const d of digits) await pad.getByRole("button", { name: d, exact: true }).click();
+  // The PIN is never text in the page: only dots.
+  const html = await r.page.evaluate(() => document.documentElement.outerHTML);
+  assert.ok(!html.includes(digits), "the PIN is not in the DOM");
+  assert.equal((await r.page.locator("#pin-dots").textContent()).trim(), "•".repeat(digits.length));
+  await pad.getByRole("button", { name: "确定" }).click();
+};
+
+test("certificate application: fingerprint, verification, UKEY, PIN, certificate", async (r, kioskd) => {
+  await r.open();
+  await r.chooseCertApplication();
+  await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+  await r.page.getByRole("checkbox", { name: /身份证号码（必需）/ }).check();
+  await r.page.getByRole("checkbox", { name: "同意处理我的指纹（可选）" }).check();
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  await r.seeHeading("请将身份证放在读卡区");
+  await r.placeDemoCardAndRead();
+  await r.page.getByRole("button", { name: "下一步" }).click();
+  // Fingerprint: the person places the finger (the simulated sensor stands in for it).
+  await r.seeHeading("请将手指放在指纹仪上");
+  await r.see(r.page.getByRole("status").getByText(/请将手指平放在指纹仪上/));
+  await r.shot("fingerprint");
+  assert.equal((await kioskd.call("POST", "/v1/sim/fingerprint", { body: {} })).status < 300, true);
+  // Verification: a non-face method is always offered beside the biometric one.
+  await r.seeHeading("选择身份核验方式");
+  const methods = r.page.locator("#methods button");
+  const names = await methods.allTextContents();
+  assert.ok(names.some((n) => n.includes("（使用人脸）")) && names.some((n) => n.includes("（不使用人脸）")), `methods: ${names.join(" | ")}`);
+  await methods.filter({ hasText: /运营商/ }).click();
+  // The purpose is stated where the number is asked for.
+  const mobile = r.page.getByRole("textbox", { name: /手机号码/ });
+  await r.see(mobile);
+  const why = await r.page.locator("#method-fields .purpose").first().textContent();
+  assert.match(why, /为什么需要：用于.*核验您的身份/);
+  await r.shot("verification");
+  await mobile.fill(MOBILE);
+  await r.page.getByRole("button", { name: "核验", exact: true }).click();
+  // The UKEY: inserted by the person (the simulated UKEY stands in).
+  await r.seeHeading("请插入 UKEY");
+  await r.see(r.page.getByText("等待插入 UKEY……"));
+  await r.shot("ukey-insert");
+  assert.equal((await kioskd.call("POST", "/v1/sim/ukey", { body: {} })).status, 201);
+  await r.seeHeading("请输入 UKEY 的 PIN");
+  await r.shot("pin");
+  // A wrong PIN shows the retries left.
+  await pressPin(r, "000000");
+  await r.see(r.page.getByRole("status").getByText(/PIN 错误/));
+  await r.shot("pin-wrong");
+  const wrong = (await r.page.locator("#pin-status").textContent()).trim();
+  assert.match(wrong, /PIN 错误，(还可以尝试 \d+ 次|请重新输入)。/);
+  await pressPin(r, "123456");
+  await r.seeHeading("结果");
+  await r.see(r.page.getByText("证书已写入您的 UKEY。"));
+  const subject = await r.page.locator("#outcome-fields .field").filter({ hasText: "证书主体" }).locator("dd").textContent();
+  assert.ok(!subject.includes(CARD.name), `subject masked: ${subject}`);
+  await r.see(r.page.getByRole("definition").getByText(MASKED_ID, { exact: true }));
+  await r.shot("certificate");
+  await r.assertNoClearValues("certificate result");
+  const dom = await r.page.evaluate(() => document.documentElement.outerHTML + document.body.innerText);
+  assert.ok(!dom.includes(MOBILE) && !dom.includes(MOBILE.slice(3)), "the typed mobile left the screen");
+  await assertAccessible(r, "certificate result");
+  await r.cancelAndCheck("结束并清除", "after the certificate");
+});
+
+test("guardian consents for a child under 14", async (r, kioskd) => {
+  await r.open();
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  const birth = `${new Date().getUTCFullYear() - 10}-01-15`;
+  assert.equal((await kioskd.call("POST", "/v1/sim/idcard", { body: { seed: 1, birth_date: birth } })).status, 204);
+  await r.seeHeading("监护人同意");
+  await assertAccessible(r, "guardian");
+  assert.equal((await kioskd.call("POST", "/v1/sim/idcard", { body: { seed: 2 } })).status, 204);
+  await r.page.getByRole("button", { name: "监护人已放好身份证" }).click();
+  await r.seeHeading("请将身份证放在读卡区");
+  assert.match(await r.notice(), /监护人 .*已同意/);
+  await r.shot("guardian-consented");
+  assert.equal((await kioskd.call("POST", "/v1/sim/idcard", { body: { seed: 1, birth_date: birth } })).status, 204);
+  await r.seeHeading("读取结果");
+  await r.assertNoClearValues("minor with guardian");
+  await r.cancelAndCheck("结束并清除", "after the guardian");
+});
+
+// ------------------------------------------------ staff console
+const STAFF_TOKEN = "staff-demo", STAFF_PIN = "staff-demo-pin"; // the embedded defaults' demo staff UKEY
+async function staffLogin(r, kioskd, pin = STAFF_PIN) {
+  await r.page.goto(kioskd.base + "/staff");
+  await r.seeHeading("工作人员登录");
+  await r.page.getByLabel("UKEY 标签").fill(STAFF_TOKEN);
+  await r.page.getByLabel("PIN").fill(pin);
+  await r.page.getByRole("button", { name: "登录", exact: true }).click();
+}
+
+test("staff console: login, devices, sync, audit, reveal, logout", async (r, kioskd) => {
+  await staffLogin(r, kioskd, "wrong-pin");
+  assert.match(await r.notice(), /PIN/);
+  await r.shot("staff-login-failed");
+  assert.equal(await r.page.getByLabel("PIN").inputValue(), "", "the PIN field is cleared");
+  await staffLogin(r, kioskd);
+  await r.seeHeading("设备状态");
+  await r.see(r.page.getByText("身份证读卡器"));
+  await r.see(r.page.getByText("模拟设备").first());
+  await r.see(r.page.getByText("合成图像（演示）"));
+  await r.see(r.page.getByText("待发送记录"));
+  await r.see(r.page.getByText("最近一次联系总部"));
+  await r.see(r.page.getByText(/审计日志完整：\d+ 条记录/));
+  const actions = await r.page.locator("#audit-table tbody tr td:nth-child(4)").allTextContents();
+  assert.ok(actions.includes("staff.login"), `the login is in the audit log: ${actions.slice(0, 5).join(", ")}`);
+  const auditText = await r.page.locator("#audit-table").textContent();
+  assert.ok(!auditText.includes("CN="), "no staff identity in the audit view");
+  await assertAccessible(r, "staff console");
+  await r.shot("staff-console");
+  // Reveal needs a reason and is audited.
+  if (await r.page.locator("#reveal-form").isVisible()) {
+    await r.page.getByLabel("理由（必填）").fill("核对申请人更正请求");
+    await r.page.getByRole("button", { name: "查看明文" }).click();
+    await r.see(r.page.locator("#revealed"));
+    await r.see(r.page.locator("#audit-table").getByText("staff.reveal").first());
+  }
+  await r.page.getByRole("button", { name: "English" }).click();
+  await r.seeHeading("Devices");
+  await assertAccessible(r, "staff console in English");
+  await r.page.getByRole("button", { name: "Log out" }).click();
+  await r.seeHeading("Staff login");
+  assert.equal(await r.page.locator("#console").isVisible(), false);
+  assert.equal(await r.page.locator("#audit-table tbody tr").count(), 0, "nothing left on screen");
+});
+
+test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r) => {
+  const so = "12345678";
+  const hsm = await blankTokens(8, so);
+  const k = await startKioskd({
+    config: `[ukey]\nprovider = "pkcs11"\nmodule = "${hsm.module}"\nfactory_so_pin = "${so}"\n`,
+    env: { SOFTHSM2_CONF: hsm.conf },
+  });
+  try {
+    await staffLogin(r, k);
+    await r.seeHeading("设备状态");
+    await r.see(r.page.locator("#token-table").getByText("blank-8"));
+    await r.page.getByRole("button", { name: "开始批量签发" }).click();
+    const bars = r.page.locator("#batch-tokens progress");
+    await r.see(bars.first());
+    assert.equal(await bars.count(), 8, "one progress bar per token");
+    await r.shot("staff-batch-running");
+    // Every bar reaches 100 % and the PINs are shown once, with the warning.
+    await r.page.waitForFunction(() => {
+      const all = [...document.querySelectorAll("#batch-tokens progress")];
+      return all.length === 8 && all.every((b) => b.value === 100);
+    }, null, { timeout: 120000 });
+    await r.see(r.page.getByText(/批量签发完成：8 支成功，0 支失败/));
+    const pins = r.page.locator("#pin-table tbody tr");
+    await r.see(pins.first());
+    assert.equal(await pins.count(), 8);
+    for (const pin of await r.page.locator("#pin-table .pin").allTextContents()) assert.match(pin, /^\d{6,}$/);
+    await r.see(r.page.getByText(/初始 PIN 只显示这一次/));
+    await assertAccessible(r, "batch done");
+    await r.shot("staff-batch-done");
+    await r.page.getByRole("button", { name: "已记录，隐藏 PIN" }).click();
+    assert.equal(await r.page.locator("#pin-table .pin").count(), 0, "PINs gone from the page");
+  } finally {
+    await k.stop();
+    await hsm.remove();
+  }
 });
 
 test("kioskd logs hold no clear personal value", async (r, kioskd) => {

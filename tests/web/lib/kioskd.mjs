@@ -10,13 +10,13 @@ import { createInterface } from "node:readline";
 
 const SERVING = "kioskd serving the kiosk page and API";
 
-export async function startKioskd({ config = "", bin = process.env.KIOSKD_BIN } = {}) {
+export async function startKioskd({ config = "", env = {}, bin = process.env.KIOSKD_BIN } = {}) {
   if (!bin) throw new Error("KIOSKD_BIN is not set (run tests/web/run.sh)");
   const dir = await mkdtemp(join(tmpdir(), "kioskd-web-"));
   const cfg = join(dir, "kioskd-web-test.toml");
   await writeFile(cfg, config);
   const child = spawn(bin, ["--config", cfg, "--data-dir", join(dir, "data"), "--log-format", "json"], {
-    env: { ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug" },
+    env: { ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   // Never leave a kioskd behind, even when the test run is interrupted.
@@ -59,5 +59,5 @@ export async function startKioskd({ config = "", bin = process.env.KIOSKD_BIN } 
     await rm(dir, { recursive: true, force: true });
   }
 
-  return { base, logs, call, stop };
+  return { base, logs, call, stop, dir };
 }
