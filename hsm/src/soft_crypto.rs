@@ -107,7 +107,8 @@ pub fn der_signature_to_raw(algorithm: KeyAlgorithm, der: &[u8]) -> Result<Vec<u
 }
 
 /// Verifies a raw (r‖s) signature over `message`: ECDSA-SHA256 for P-256, SM2-with-SM3 with
-/// the distinguishing identifier `distid` for SM2.
+/// the distinguishing identifier `distid` for SM2. To check many signatures by one key, build a
+/// [`SoftVerifyingKey`] once instead (the key is parsed and, for SM2, `Z_A` hashed only once).
 pub fn verify(
     algorithm: KeyAlgorithm,
     public_sec1: &[u8],
@@ -115,22 +116,46 @@ pub fn verify(
     message: &[u8],
     raw_signature: &[u8],
 ) -> Result<()> {
-    match algorithm {
-        KeyAlgorithm::P256 => {
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_sec1)
-                .map_err(|_| bad_key("P-256"))?;
-            let sig = p256::ecdsa::Signature::from_slice(raw_signature)
-                .map_err(|_| TokenError::BadSignature)?;
-            key.verify(message, &sig)
-                .map_err(|_| TokenError::BadSignature)
-        }
-        KeyAlgorithm::Sm2 => {
-            let key = sm2::dsa::VerifyingKey::from_sec1_bytes(distid, public_sec1)
-                .map_err(|_| bad_key("SM2"))?;
-            let sig = sm2::dsa::Signature::from_slice(raw_signature)
-                .map_err(|_| TokenError::BadSignature)?;
-            key.verify(message, &sig)
-                .map_err(|_| TokenError::BadSignature)
+    SoftVerifyingKey::new(algorithm, public_sec1, distid)?.verify(message, raw_signature)
+}
+
+/// A parsed public key ready to verify many signatures (SM2: `Z_A` computed once).
+#[derive(Debug, Clone)]
+pub enum SoftVerifyingKey {
+    P256(p256::ecdsa::VerifyingKey),
+    Sm2(sm2::dsa::VerifyingKey),
+}
+
+impl SoftVerifyingKey {
+    /// Parses an SEC1 public key; SM2 signatures are checked under `distid`.
+    pub fn new(algorithm: KeyAlgorithm, public_sec1: &[u8], distid: &str) -> Result<Self> {
+        Ok(match algorithm {
+            KeyAlgorithm::P256 => Self::P256(
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(public_sec1)
+                    .map_err(|_| bad_key("P-256"))?,
+            ),
+            KeyAlgorithm::Sm2 => Self::Sm2(
+                sm2::dsa::VerifyingKey::from_sec1_bytes(distid, public_sec1)
+                    .map_err(|_| bad_key("SM2"))?,
+            ),
+        })
+    }
+
+    /// Verifies a raw (r‖s) signature over `message`.
+    pub fn verify(&self, message: &[u8], raw_signature: &[u8]) -> Result<()> {
+        match self {
+            Self::P256(key) => {
+                let sig = p256::ecdsa::Signature::from_slice(raw_signature)
+                    .map_err(|_| TokenError::BadSignature)?;
+                key.verify(message, &sig)
+                    .map_err(|_| TokenError::BadSignature)
+            }
+            Self::Sm2(key) => {
+                let sig = sm2::dsa::Signature::from_slice(raw_signature)
+                    .map_err(|_| TokenError::BadSignature)?;
+                key.verify(message, &sig)
+                    .map_err(|_| TokenError::BadSignature)
+            }
         }
     }
 }
@@ -162,14 +187,16 @@ pub fn message_digest(
 ) -> Result<[u8; 32]> {
     match algorithm {
         KeyAlgorithm::P256 => Ok(Sha256::digest(message).into()),
-        KeyAlgorithm::Sm2 => {
-            let z = sm2_z(distid, public_sec1)?;
-            let mut h = Sm3::new();
-            h.update(z);
-            h.update(message);
-            Ok(h.finalize().into())
-        }
+        KeyAlgorithm::Sm2 => Ok(sm2_digest_with_z(&sm2_z(distid, public_sec1)?, message)),
     }
+}
+
+/// `SM3(Z_A ‖ M)` with a `Z_A` computed once per key by [`sm2_z`].
+pub fn sm2_digest_with_z(z: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut h = Sm3::new();
+    h.update(z);
+    h.update(message);
+    h.finalize().into()
 }
 
 /// A private key held by the soft provider: the secret scalar (wiped on drop, kept for

@@ -1,29 +1,67 @@
-//! The session pool of one PKCS#11 token: idle sessions are reused, a semaphore caps how many
-//! run at once, login state and object handles are cached, and every call runs through
-//! [`SessionPool::call`] which moves it off the runtime with a timeout. When the token says
-//! the sessions are gone (removed, re-inserted, closed) the pool forgets sessions, login and
-//! handles, and re-finds the token's slot by serial on the next call.
+//! The session pool of one PKCS#11 token: one dedicated worker thread per PKCS#11 session.
+//! Each worker keeps its session open between calls; the async side only hands a job to an
+//! idle worker (a bounded channel) and awaits its answer (a oneshot) within the call
+//! timeout, so a signature costs no blocking-pool hop, no session checkout and no handle
+//! look-up. A semaphore caps concurrent calls at the number of sessions; workers are started
+//! on demand up to that cap. Login state and key handles are cached for the whole token
+//! (PKCS#11 login is per token, shared by its sessions). When the token says the sessions are
+//! gone (removed, re-inserted, closed) the pool forgets login and handles, bumps its
+//! generation so every worker drops its dead session before its next job, and re-finds the
+//! token's slot by serial on the next call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::module::{map_error, run_blocking};
 use crate::types::{KeyInfo, SecretKeyKind};
 use crate::{Result, TokenError};
 
+/// How long an idle worker polls for its next job before it parks: a signer that sends its
+/// next request right after an answer finds the worker still awake (no futex wake-up).
+const IDLE_SPIN: Duration = Duration::from_micros(50);
+
 /// A cached private key handle with what we know about the key.
-#[derive(Clone)]
 pub struct CachedKey {
     pub private: ObjectHandle,
     pub info: KeyInfo,
+    /// SM2 keys: `Z_A` under the token's distinguishing id (hashed once, not per signature).
+    pub sm2_z: Option<[u8; 32]>,
+}
+
+/// The session a worker keeps, tagged with the pool generation it was opened in.
+#[derive(Default)]
+struct WorkerSession {
+    open: Option<(Session, u64)>,
+}
+
+type JobFn = Box<dyn FnOnce(&mut WorkerSession, ReturnToIdle) + Send>;
+
+/// One call for a worker: `run` gets the worker's session and the guard that returns the
+/// worker to the idle list (it drops the guard before answering the caller).
+struct Job {
+    run: JobFn,
+    guard: ReturnToIdle,
+}
+
+/// What a worker is asked to do.
+enum WorkerMessage {
+    Call(Job),
+    /// Close the session now (the token is gone or about to be re-initialised) and confirm.
+    CloseSession(SyncSender<()>),
+}
+
+/// The sending end of one worker's channel.
+struct WorkerHandle {
+    messages: SyncSender<WorkerMessage>,
 }
 
 pub struct SessionPool {
@@ -31,16 +69,75 @@ pub struct SessionPool {
     pub label: String,
     pub serial: String,
     pub timeout: Duration,
+    max_sessions: usize,
     slot: Mutex<Option<Slot>>,
-    idle: Mutex<Vec<Session>>,
+    /// Bumped by [`SessionPool::forget`]: sessions opened in an older generation are dead.
+    generation: AtomicU64,
+    /// Workers waiting for a job, most recently used last (it is the likeliest still awake).
+    idle: Mutex<Vec<WorkerHandle>>,
+    workers: AtomicUsize,
     permits: Arc<Semaphore>,
     logged_in: AtomicBool,
-    pub keys: Mutex<HashMap<String, CachedKey>>,
+    pub keys: Mutex<HashMap<String, Arc<CachedKey>>>,
     pub secrets: Mutex<HashMap<String, (ObjectHandle, SecretKeyKind)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Returns a worker to the idle list when its job ends, even by unwinding, and only then
+/// frees the caller's permit (so a permit holder always finds or may start a worker).
+struct ReturnToIdle {
+    pool: Arc<SessionPool>,
+    handle: Option<WorkerHandle>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for ReturnToIdle {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            lock(&self.pool.idle).push(handle);
+        }
+        drop(self.permit.take());
+    }
+}
+
+/// The next message for a worker: poll briefly, then park; `None` once the pool is gone.
+fn next_message(messages: &Receiver<WorkerMessage>) -> Option<WorkerMessage> {
+    let deadline = Instant::now() + IDLE_SPIN;
+    loop {
+        match messages.try_recv() {
+            Ok(message) => return Some(message),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                std::hint::spin_loop();
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => return messages.recv().ok(),
+        }
+    }
+}
+
+fn worker_loop(messages: Receiver<WorkerMessage>) {
+    let mut session = WorkerSession::default();
+    while let Some(message) = next_message(&messages) {
+        match message {
+            WorkerMessage::Call(Job { run, guard }) => {
+                // A panicking job must not take the worker (and its place in the pool) with
+                // it; its session may be in an unknown state, so it is closed.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&mut session, guard)
+                }));
+                if ran.is_err() {
+                    session.open = None;
+                }
+            }
+            WorkerMessage::CloseSession(done) => {
+                session.open = None;
+                let _ = done.send(());
+            }
+        }
+    }
 }
 
 impl SessionPool {
@@ -52,14 +149,18 @@ impl SessionPool {
         timeout: Duration,
         max_sessions: usize,
     ) -> Self {
+        let max_sessions = max_sessions.max(1);
         Self {
             ctx,
             label,
             serial,
             timeout,
+            max_sessions,
             slot: Mutex::new(Some(slot)),
+            generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_sessions.max(1))),
+            workers: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(max_sessions)),
             logged_in: AtomicBool::new(false),
             keys: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
@@ -92,31 +193,98 @@ impl SessionPool {
         Err(TokenError::TokenNotPresent(self.label.clone()))
     }
 
-    /// Forgets sessions, login state and handles: the token went away.
+    /// Forgets sessions, login state and handles: the token went away (or is about to be
+    /// re-initialised, which PKCS#11 refuses while a session is open). Idle workers close
+    /// their sessions before this returns (bounded by the call timeout); a busy worker closes
+    /// its session, now of an old generation, before its next job.
     pub fn forget(&self) {
-        let sessions = std::mem::take(&mut *lock(&self.idle));
-        drop(sessions);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         *lock(&self.slot) = None;
         self.set_logged_in(false);
         lock(&self.keys).clear();
         lock(&self.secrets).clear();
-    }
-
-    fn checkout(&self) -> Result<Session> {
-        if let Some(session) = lock(&self.idle).pop() {
-            return Ok(session);
+        let closing: Vec<_> = lock(&self.idle)
+            .iter()
+            .filter_map(|worker| {
+                let (done, closed) = sync_channel(1);
+                // An idle worker's channel has room; a failure means the worker is gone.
+                worker
+                    .messages
+                    .try_send(WorkerMessage::CloseSession(done))
+                    .ok()
+                    .map(|()| closed)
+            })
+            .collect();
+        let deadline = Instant::now() + self.timeout;
+        for closed in closing {
+            let _ = closed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
-        let slot = self.slot()?;
-        self.ctx.open_rw_session(slot).map_err(|e| {
-            let mapped = map_error(e);
-            if mapped.is_token_gone() {
-                *lock(&self.slot) = None;
-            }
-            mapped
-        })
     }
 
-    /// Runs `f` with a session of this token, off the runtime, within the call timeout.
+    /// The worker's session, (re)opened if it has none or its generation is stale.
+    fn session<'w>(&self, worker: &'w mut WorkerSession) -> Result<&'w Session> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if matches!(&worker.open, Some((_, opened)) if *opened != generation) {
+            worker.open = None;
+        }
+        if worker.open.is_none() {
+            let slot = self.slot()?;
+            let session = self.ctx.open_rw_session(slot).map_err(|e| {
+                let mapped = map_error(e);
+                if mapped.is_token_gone() {
+                    *lock(&self.slot) = None;
+                }
+                mapped
+            })?;
+            worker.open = Some((session, generation));
+        }
+        match &worker.open {
+            Some((session, _)) => Ok(session),
+            None => Err(TokenError::TokenRemoved),
+        }
+    }
+
+    /// Runs `f` with the worker's session and keeps the pool's state in line with the result.
+    fn run_job<T, F>(&self, worker: &mut WorkerSession, f: F) -> Result<T>
+    where
+        F: FnOnce(&Session, &SessionPool) -> Result<T>,
+    {
+        let result = self.session(worker).and_then(|session| f(session, self));
+        match &result {
+            Err(e) if e.is_token_gone() => {
+                worker.open = None;
+                self.forget();
+            }
+            Err(TokenError::NotLoggedIn) => self.set_logged_in(false),
+            _ => {}
+        }
+        result
+    }
+
+    /// An idle worker, or a new one while fewer than `max_sessions` run. The caller holds a
+    /// permit, so busy workers are fewer than `max_sessions` and one of the two exists.
+    fn idle_worker(&self) -> Result<WorkerHandle> {
+        if let Some(handle) = lock(&self.idle).pop() {
+            return Ok(handle);
+        }
+        let started = self.workers.fetch_add(1, Ordering::AcqRel);
+        if started >= self.max_sessions {
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+            return Err(worker_error("no idle session worker".into()));
+        }
+        // A worker is handed a call only when idle: room for that call and one close request.
+        let (messages, receiver) = sync_channel::<WorkerMessage>(2);
+        let spawned = std::thread::Builder::new()
+            .name(format!("pkcs11-session-{started}"))
+            .spawn(move || worker_loop(receiver));
+        if let Err(e) = spawned {
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+            return Err(worker_error(format!("cannot start a session worker: {e}")));
+        }
+        Ok(WorkerHandle { messages })
+    }
+
+    /// Runs `f` with a session of this token on a session worker, within the call timeout.
     pub async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -128,25 +296,38 @@ impl SessionPool {
             .acquire_owned()
             .await
             .map_err(|_| TokenError::TokenRemoved)?;
-        let pool = Arc::clone(self);
-        run_blocking(self.timeout, move || {
-            let _permit = permit;
-            let session = pool.checkout()?;
-            let result = f(&session, &pool);
-            match &result {
-                Err(e) if e.is_token_gone() => {
-                    drop(session);
-                    pool.forget();
-                }
-                Err(TokenError::NotLoggedIn) => {
-                    pool.set_logged_in(false);
-                    lock(&pool.idle).push(session);
-                }
-                _ => lock(&pool.idle).push(session),
+        let handle = self.idle_worker()?;
+        let messages = handle.messages.clone();
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            run: Box::new(move |worker: &mut WorkerSession, guard: ReturnToIdle| {
+                let result = guard.pool.run_job(worker, f);
+                // Back to idle (and the permit freed) before the caller sees the answer.
+                drop(guard);
+                let _ = answer.send(result);
+            }),
+            guard: ReturnToIdle {
+                pool: Arc::clone(self),
+                handle: Some(handle),
+                permit: Some(permit),
+            },
+        };
+        if let Err(rejected) = messages.try_send(WorkerMessage::Call(job)) {
+            // Only a worker whose thread is gone refuses a call (an idle one has room for
+            // it): forget that worker rather than return it to the idle list.
+            if let TrySendError::Full(WorkerMessage::Call(mut job))
+            | TrySendError::Disconnected(WorkerMessage::Call(mut job)) = rejected
+            {
+                job.guard.handle = None;
             }
-            result
-        })
-        .await
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+            return Err(worker_error("session worker stopped".into()));
+        }
+        match tokio::time::timeout(self.timeout, answered).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(worker_error("session worker dropped the call".into())),
+            Err(_) => Err(TokenError::Timeout(self.timeout)),
+        }
     }
 
     /// Runs a context-level call (no session) off the runtime.
@@ -164,5 +345,12 @@ impl SessionPool {
             result
         })
         .await
+    }
+}
+
+fn worker_error(rv: String) -> TokenError {
+    TokenError::Pkcs11 {
+        function: "worker".into(),
+        rv,
     }
 }

@@ -203,8 +203,14 @@ impl Pkcs11Token {
             let Ok(public_key) = ec_point_from_attribute(algorithm, &point) else {
                 continue;
             };
+            let sm2_z = match algorithm {
+                // A distinguishing id the token cannot use surfaces when signing.
+                KeyAlgorithm::Sm2 => soft_crypto::sm2_z(&self.distid, &public_key).ok(),
+                KeyAlgorithm::P256 => None,
+            };
             keys.push(CachedKey {
                 private,
+                sm2_z,
                 info: KeyInfo {
                     label,
                     id,
@@ -217,7 +223,7 @@ impl Pkcs11Token {
     }
 
     /// Cached key by label, looked up on the token on a miss.
-    async fn cached_key(&self, label: &str) -> Result<CachedKey> {
+    async fn cached_key(&self, label: &str) -> Result<Arc<CachedKey>> {
         if let Some(key) = self
             .pool
             .keys
@@ -225,7 +231,7 @@ impl Pkcs11Token {
             .unwrap_or_else(|p| p.into_inner())
             .get(label)
         {
-            return Ok(key.clone());
+            return Ok(Arc::clone(key));
         }
         let this = self.clone_handle();
         let wanted = label.to_owned();
@@ -233,15 +239,17 @@ impl Pkcs11Token {
             .pool
             .call(move |session, _| this.find_keys_blocking(session, Some(&wanted)))
             .await?;
-        let key = found
-            .into_iter()
-            .next()
-            .ok_or_else(|| TokenError::NoSuchKey(label.to_owned()))?;
+        let key = Arc::new(
+            found
+                .into_iter()
+                .next()
+                .ok_or_else(|| TokenError::NoSuchKey(label.to_owned()))?,
+        );
         self.pool
             .keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(label.to_owned(), key.clone());
+            .insert(label.to_owned(), Arc::clone(&key));
         Ok(key)
     }
 
@@ -531,12 +539,13 @@ impl Token for Pkcs11Token {
                     .ok_or_else(|| TokenError::NoSuchKey(label_owned.clone()))
             })
             .await?;
+        let info = key.info.clone();
         self.pool
             .keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(label.to_owned(), key.clone());
-        Ok(key.info)
+            .insert(label.to_owned(), Arc::new(key));
+        Ok(info)
     }
 
     async fn find_keys(&self, filter: &Pkcs11Uri) -> Result<Vec<KeyInfo>> {
@@ -569,15 +578,18 @@ impl Token for Pkcs11Token {
                         self.profile.name
                     ))
                 })?;
-                let input = match sm2.sign_input {
-                    Sm2SignInput::Digest => soft_crypto::message_digest(
+                let input = match (sm2.sign_input, &key.sm2_z) {
+                    (Sm2SignInput::Digest, Some(z)) => {
+                        soft_crypto::sm2_digest_with_z(z, message).to_vec()
+                    }
+                    (Sm2SignInput::Digest, None) => soft_crypto::message_digest(
                         algorithm,
                         &key.info.public_key,
                         &self.distid,
                         message,
                     )?
                     .to_vec(),
-                    Sm2SignInput::Message => message.to_vec(),
+                    (Sm2SignInput::Message, _) => message.to_vec(),
                 };
                 vendor_mechanism(sm2.ckm_sign)?;
                 (
