@@ -27,9 +27,10 @@ impl From<deadpool_postgres::PoolError> for DbError {
 }
 
 /// Migrations in order; never edit an applied one, append a new version instead.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE kiosks (
     kiosk_id            text PRIMARY KEY,
     signature_algorithm text NOT NULL,
@@ -106,7 +107,31 @@ CREATE VIEW searchable_records AS
     LEFT JOIN subjects s ON s.subject_ref = r.subject_ref
     WHERE s.subject_ref IS NULL OR (s.cancelled_at IS NULL AND s.erased_at IS NULL);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Certificates issued by HQ's CA (module ca): one row per certificate, keyed by serial.
+CREATE TABLE ca_certificates (
+    serial_hex        text PRIMARY KEY,
+    csr_digest        bytea NOT NULL UNIQUE,
+    subject_der       bytea NOT NULL,
+    public_key_der    bytea NOT NULL,
+    certificate       bytea NOT NULL,
+    not_before        timestamptz NOT NULL,
+    not_after         timestamptz NOT NULL,
+    status            text NOT NULL CHECK (status IN ('good', 'held', 'revoked')),
+    revocation_reason text,
+    status_changed_at timestamptz,
+    status_changed_by text,
+    replaces          text REFERENCES ca_certificates,
+    issued_by_kiosk   text NOT NULL,
+    issued_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ca_certificates_subject ON ca_certificates (subject_der);
+"#,
+    ),
+];
 
 /// Build a connection pool from a libpq-style connection string.
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {

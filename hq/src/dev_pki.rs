@@ -1,5 +1,6 @@
 //! Development/demo PKI: an HQ CA, the HQ server certificate, kiosk client certificates
-//! (CN = kiosk id), HQ's record-encryption key pair and HQ's witness key. Not for production:
+//! (CN = kiosk id), HQ's record-encryption key pair, HQ's witness key and the issuing CA that
+//! certifies applicants' UKEY keys (module [`crate::ca`]). Not for production:
 //! production keys live on HSMs/tokens and certificates come from the CA's real issuance flow.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,11 @@ pub struct DevPki {
     pub witness_key: PathBuf,
     /// HQ witness public key (JSON).
     pub witness_public: PathBuf,
+    /// Issuing CA certificate for applicants' certificates (separate from the HQ TLS CA);
+    /// created on first use by [`DevPki::issuing_ca`].
+    pub issuing_ca_cert: PathBuf,
+    /// Its private key (ECDSA P-256, PKCS#8 PEM).
+    pub issuing_ca_key: PathBuf,
 }
 
 fn write(path: &Path, contents: &[u8], secret: bool) -> Result<(), DevPkiError> {
@@ -113,6 +119,8 @@ fn paths(dir: &Path) -> DevPki {
         record_public: dir.join("hq-record-public.json"),
         witness_key: dir.join("hq-witness-key.hex"),
         witness_public: dir.join("hq-witness-public.json"),
+        issuing_ca_cert: dir.join("hq-issuing-ca.pem"),
+        issuing_ca_key: dir.join("hq-issuing-ca-key.pem"),
     }
 }
 
@@ -130,6 +138,29 @@ impl DevPki {
             &self.witness_key,
             &self.witness_public,
         ]
+    }
+
+    /// The issuing CA of applicants' certificates (`hq-issuing-ca.pem` and its P-256 key),
+    /// created the first time (kept afterwards: issued certificates chain to it). Returns
+    /// `(cert, key)` paths.
+    pub fn issuing_ca(&self) -> Result<(PathBuf, PathBuf), DevPkiError> {
+        let (cert, key) = (&self.issuing_ca_cert, &self.issuing_ca_key);
+        if !(cert.is_file() && key.is_file()) {
+            let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, "kioskd demo");
+            dn.push(DnType::CommonName, "kioskd demo issuing CA");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+            params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+            let ca_cert = params.self_signed(&ca_key)?;
+            write(key, ca_key.serialize_pem().as_bytes(), true)?;
+            write(cert, ca_cert.pem().as_bytes(), false)?;
+        }
+        Ok((cert.clone(), key.clone()))
     }
 
     /// The client certificate and key of `kiosk_id` (`kiosk-<id>.pem`, `kiosk-<id>-key.pem`
@@ -236,5 +267,6 @@ pub fn generate(dir: &Path) -> Result<DevPki, DevPkiError> {
         false,
     )?;
     debug_assert_eq!(witness.sm2_distid(), Some(SM2_DEFAULT_DISTID));
+    pki.issuing_ca()?;
     Ok(pki)
 }

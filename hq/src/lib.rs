@@ -4,8 +4,10 @@
 //! In-process use (tests, the daemon's local-HQ demo): build a pool with [`db::pool`], run
 //! [`db::migrate`], register kiosks with [`db::register_kiosk`], then [`server::start`] with an
 //! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
-//! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL.
+//! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL. [`ca`] is the CA
+//! issuing applicants' certificates (EST), enabled with [`server::start_with_ca`].
 
+pub mod ca;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;

@@ -1,5 +1,6 @@
 //! A complete HQ in-process for the daemon's "local HQ" demo mode and end-to-end tests: a
-//! throwaway PostgreSQL cluster, a demo PKI, migrations and the mTLS service on loopback.
+//! throwaway PostgreSQL cluster, a demo PKI, migrations and the mTLS service on loopback, with
+//! the demo CA ([`crate::ca`], P-256 issuing key in the PKI directory) enabled.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub enum LocalHqError {
     /// Server.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The CA.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
     /// Reading a PKI file.
     #[error("reading {0}: {1}")]
     Io(String, std::io::Error),
@@ -143,8 +147,14 @@ impl LocalHq {
             &read(&pki.server_cert)?,
             &read(&pki.server_key)?,
         )?;
+        let (ca_cert, ca_key) = pki.issuing_ca()?;
+        let ca = crate::ca::CaService::new(
+            crate::ca::Issuer::load(&ca_cert, &ca_key, crate::ca::DEFAULT_VALIDITY)?,
+            ingestor.pool().clone(),
+        )?;
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = server::start(ingestor, tls_config, loopback, Some(loopback)).await?;
+        let server =
+            server::start_with_ca(ingestor, Some(ca), tls_config, loopback, Some(loopback)).await?;
         Ok(Self {
             pki,
             server,

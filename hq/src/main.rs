@@ -2,7 +2,8 @@
 //!
 //! Subcommands: `serve`, `migrate`, `register-kiosk`, `retention`, `dev-pki`, `local` (the
 //! whole HQ for one kiosk on loopback, started by kioskd in `hq.mode = "local"`),
-//! `dev-kiosk-send`.
+//! `dev-kiosk-send`. `serve --ca-cert --ca-key` (and always `local`) also serve the CA that
+//! issues applicants' certificates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hq_ingest::{db, dev_pki, ingest, keys, metrics, retention, server, tls};
+use hq_ingest::{ca, db, dev_pki, ingest, keys, metrics, retention, server, tls};
 
 #[derive(Parser)]
 #[command(version, about = "HQ receiving service for kioskd records")]
@@ -53,6 +54,16 @@ enum Cmd {
         /// Database pool size.
         #[arg(long, default_value_t = 16)]
         pool_size: usize,
+        /// Issuing CA certificate (PEM) for applicants' certificates: with `--ca-key`, serves
+        /// the CA (EST enroll/re-enroll, revoke, hold, release, status) to kiosks.
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The issuing CA's private key (PKCS#8 PEM, P-256 or SM2).
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Validity of issued certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        ca_validity_days: u32,
     },
     /// Apply database migrations.
     Migrate {
@@ -148,6 +159,9 @@ async fn main() -> anyhow::Result<()> {
             witness_key,
             witness_name,
             pool_size,
+            ca_cert,
+            ca_key,
+            ca_validity_days,
         } => {
             let read =
                 |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -162,7 +176,17 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(ingest::SystemClock),
                 Arc::new(metrics::Metrics::new()),
             );
-            let running = server::start(ingestor, tls, listen, metrics_listen).await?;
+            let ca = match (ca_cert, ca_key) {
+                (Some(cert), Some(key)) => {
+                    let validity =
+                        std::time::Duration::from_secs(u64::from(ca_validity_days) * 86_400);
+                    let issuer = ca::Issuer::load(&cert, &key, validity)?;
+                    tracing::info!(algorithm = issuer.algorithm(), "CA enabled");
+                    Some(ca::CaService::new(issuer, ingestor.pool().clone())?)
+                }
+                _ => None,
+            };
+            let running = server::start_with_ca(ingestor, ca, tls, listen, metrics_listen).await?;
             println!("listening on {}", running.addr);
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => running.shutdown().await,

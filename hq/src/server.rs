@@ -1,6 +1,7 @@
 //! The HTTP service: `POST /v1/batches` (mTLS, body = envelope, response = CBOR ack or CBOR
 //! rejection), `GET /health` and `GET /metrics` (also served without TLS on an optional
 //! separate listener for scrapers and load balancers). Kiosk identity = client certificate CN.
+//! With [`start_with_ca`] the same mTLS listener also serves the CA of [`crate::ca`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +98,14 @@ pub fn router(ingestor: Ingestor) -> Router {
         .with_state(ingestor)
 }
 
+/// [`router`] plus the CA's routes when `ca` is given.
+pub fn router_with_ca(ingestor: Ingestor, ca: Option<crate::ca::CaService>) -> Router {
+    match ca {
+        Some(ca) => router(ingestor).merge(crate::ca::routes(ca)),
+        None => router(ingestor),
+    }
+}
+
 /// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
 pub struct RunningServer {
     /// Address of the mTLS listener.
@@ -138,8 +147,20 @@ pub async fn start(
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningServer, ServerError> {
+    start_with_ca(ingestor, None, tls, addr, metrics_addr).await
+}
+
+/// [`start`], also serving the CA (EST and status routes) to authenticated kiosks when `ca` is
+/// given (the plain listener refuses them: it carries no client certificate).
+pub async fn start_with_ca(
+    ingestor: Ingestor,
+    ca: Option<crate::ca::CaService>,
+    tls: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<RunningServer, ServerError> {
     let (stop, stop_rx) = watch::channel(false);
-    let app = router(ingestor);
+    let app = router_with_ca(ingestor, ca);
     let listener = bind(addr).await?;
     let local = listener
         .local_addr()

@@ -1,0 +1,972 @@
+//! The CA that certifies applicants' UKEY keys, served on HQ's mTLS listener to authenticated
+//! kiosks only:
+//!
+//! - EST (RFC 7030): `POST /.well-known/est/simpleenroll` and `/simplereenroll` (body: base64
+//!   DER PKCS#10, answer: base64 PKCS#7 certs-only holding the issued certificate) and
+//!   `GET /.well-known/est/cacerts`.
+//! - Status changes EST lacks: `POST /ca/v1/certificates/{serial}/revoke` (JSON `{"reason"}`),
+//!   `/hold`, `/release`, and `GET /ca/v1/certificates/{serial}` (JSON status).
+//!
+//! Requests are checked here (DER, PKCS#10 version, ECDSA-P256-SHA256 or SM2-with-SM3 with the
+//! signer ID `1234567812345678`, the key's curve matching the signature algorithm) and their
+//! signature verified with `records`' verifiers before anything is issued. Certificates are
+//! built with `x509-cert`'s builder and signed by the issuing CA key ([`Issuer`]: P-256 or SM2,
+//! PKCS#8 PEM); serials are 16 random bytes, positive. Issued certificates and their status
+//! (good / held / revoked with a reason) live in PostgreSQL (`ca_certificates`), so any number
+//! of hq-ingest instances can serve the CA. Enrolling the same request twice returns the same
+//! certificate (a kiosk retrying after a lost answer gets no second certificate).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use const_oid::ObjectIdentifier;
+use deadpool_postgres::Pool;
+use der::asn1::OctetString;
+use der::{Decode, Encode};
+use records::{PublicVerifier, SM2_DEFAULT_DISTID, SignatureAlgorithm};
+use sha2::Digest;
+use spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use x509_cert::Certificate;
+use x509_cert::builder::profile::BuilderProfile;
+use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+};
+use x509_cert::ext::{Extension as X509Extension, ToExtension};
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, Version};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+
+use crate::db::DbError;
+use crate::server::KioskIdentity;
+
+/// ecdsa-with-SHA256 (RFC 5758).
+pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+/// SM2-with-SM3 (GM/T 0006).
+pub const SM2_WITH_SM3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.501");
+/// id-ecPublicKey (RFC 5480).
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// secp256r1 (RFC 5480).
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// sm2p256v1 (GM/T 0006).
+const SM2P256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
+
+/// Largest PKCS#10 request accepted (base64 body up to 4/3 of that plus line breaks).
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+const MAX_BODY_BYTES: usize = MAX_CSR_BYTES * 2;
+/// Default validity of an issued certificate.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Largest serial accepted in a URL (20 octets, RFC 5280).
+const MAX_SERIAL_HEX: usize = 40;
+
+/// EST answer type of enroll and cacerts.
+pub const PKCS7_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+
+/// Why the CA refused or failed; each has a stable code and an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The issuing key or certificate could not be loaded.
+    #[error("CA {what} {path}: {reason}")]
+    Load {
+        /// Which file.
+        what: &'static str,
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// No client certificate on the connection.
+    #[error("a kiosk client certificate is required")]
+    Unauthenticated,
+    /// The body is not a base64 DER PKCS#10 request.
+    #[error("malformed certification request: {0}")]
+    BadRequest(String),
+    /// Key or signature algorithm not offered.
+    #[error("unsupported algorithm: {0}")]
+    Unsupported(String),
+    /// The request's signature does not verify with its own key.
+    #[error("the certification request's signature does not verify")]
+    BadSignature,
+    /// Not a serial number.
+    #[error("a serial number is 1 to 40 hexadecimal digits")]
+    BadSerial,
+    /// Not a revocation reason this CA takes.
+    #[error(
+        "unknown revocation reason (keyCompromise, superseded, cessationOfOperation, affiliationChanged, unspecified)"
+    )]
+    BadReason,
+    /// No such certificate.
+    #[error("no certificate with this serial number")]
+    UnknownCertificate,
+    /// A revoked certificate cannot be held or released.
+    #[error("the certificate is revoked")]
+    Revoked,
+    /// Re-enrollment without a current (unrevoked, unexpired) certificate of that subject.
+    #[error("re-enrollment needs a current certificate with the same subject")]
+    NoCurrentCertificate,
+    /// Building or signing the certificate failed.
+    #[error("issuing failed: {0}")]
+    Issue(String),
+    /// The database is unreachable or failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for CaError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CaError::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for CaError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        CaError::Db(e.into())
+    }
+}
+
+impl CaError {
+    /// Stable code (JSON `code` of error answers).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaError::Load { .. } => "ca_misconfigured",
+            CaError::Unauthenticated => "client_certificate_required",
+            CaError::BadRequest(_) => "bad_csr",
+            CaError::Unsupported(_) => "unsupported_algorithm",
+            CaError::BadSignature => "bad_csr_signature",
+            CaError::BadSerial => "bad_serial",
+            CaError::BadReason => "bad_reason",
+            CaError::UnknownCertificate => "unknown_certificate",
+            CaError::Revoked => "certificate_revoked",
+            CaError::NoCurrentCertificate => "no_current_certificate",
+            CaError::Issue(_) => "issue_failed",
+            CaError::Db(_) => "ca_unavailable",
+        }
+    }
+
+    /// HTTP status of the answer.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            CaError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            CaError::BadRequest(_)
+            | CaError::Unsupported(_)
+            | CaError::BadSignature
+            | CaError::BadSerial
+            | CaError::BadReason => StatusCode::BAD_REQUEST,
+            CaError::UnknownCertificate => StatusCode::NOT_FOUND,
+            CaError::Revoked | CaError::NoCurrentCertificate => StatusCode::CONFLICT,
+            CaError::Load { .. } | CaError::Issue(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CaError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for CaError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "CA request failed");
+        }
+        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+/// Key algorithm of a verified request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA P-256.
+    P256,
+    /// SM2.
+    Sm2,
+}
+
+/// A PKCS#10 request whose signature verified with its own key.
+#[derive(Clone, Debug)]
+pub struct VerifiedCsr {
+    /// Subject as requested (the kiosk already minimized it).
+    pub subject: Name,
+    /// DER of the subject.
+    pub subject_der: Vec<u8>,
+    /// The key to certify.
+    pub public_key: SubjectPublicKeyInfoOwned,
+    /// DER of the key.
+    pub public_key_der: Vec<u8>,
+    /// Key algorithm.
+    pub kind: KeyKind,
+    /// SHA-256 of the request's DER (the same request enrolled twice gets one certificate).
+    pub digest: [u8; 32],
+}
+
+fn curve_of(spki: &SubjectPublicKeyInfoOwned) -> Result<ObjectIdentifier, CaError> {
+    if spki.algorithm.oid != EC_PUBLIC_KEY {
+        return Err(CaError::Unsupported(format!(
+            "key algorithm {}",
+            spki.algorithm.oid
+        )));
+    }
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+        .ok_or_else(|| CaError::Unsupported("EC key without a named curve".into()))
+}
+
+/// Decode a PKCS#10 request and verify its signature (ECDSA P-256 with SHA-256, or SM2 with SM3
+/// and the signer ID `1234567812345678`).
+pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CaError> {
+    if der_bytes.len() > MAX_CSR_BYTES {
+        return Err(CaError::BadRequest(format!(
+            "larger than {MAX_CSR_BYTES} bytes"
+        )));
+    }
+    let request = CertReq::from_der(der_bytes).map_err(|e| CaError::BadRequest(e.to_string()))?;
+    if request.info.version != Version::V1 {
+        return Err(CaError::BadRequest("version must be 1 (v1)".into()));
+    }
+    let curve = curve_of(&request.info.public_key)?;
+    let (kind, algorithm, distid) = match (request.algorithm.oid, curve) {
+        (ECDSA_WITH_SHA256, SECP256R1) => {
+            (KeyKind::P256, SignatureAlgorithm::EcdsaP256Sha256, None)
+        }
+        (SM2_WITH_SM3, SM2P256V1) => (
+            KeyKind::Sm2,
+            SignatureAlgorithm::Sm2Sm3,
+            Some(SM2_DEFAULT_DISTID.to_owned()),
+        ),
+        (sig, curve) => {
+            return Err(CaError::Unsupported(format!(
+                "signature {sig} with a key on curve {curve} (supported: ecdsa-with-SHA256 on P-256, SM2-with-SM3 on SM2)"
+            )));
+        }
+    };
+    if request.info.subject.is_empty() {
+        return Err(CaError::BadRequest("empty subject".into()));
+    }
+    let point = request
+        .info
+        .public_key
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| CaError::BadRequest("public key is not whole bytes".into()))?;
+    let signature_der = request.signature.as_bytes().ok_or(CaError::BadSignature)?;
+    let raw = records::signing::raw_signature_from_der(algorithm, signature_der)
+        .map_err(|_| CaError::BadSignature)?;
+    let message = request
+        .info
+        .to_der()
+        .map_err(|e| CaError::BadRequest(e.to_string()))?;
+    let verifier = PublicVerifier {
+        algorithm,
+        sec1: point.to_vec(),
+        distid,
+    };
+    verifier
+        .verify(&message, &raw)
+        .map_err(|_| CaError::BadSignature)?;
+    let encode = |e: der::Error| CaError::BadRequest(e.to_string());
+    Ok(VerifiedCsr {
+        subject_der: request.info.subject.to_der().map_err(encode)?,
+        public_key_der: request.info.public_key.to_der().map_err(encode)?,
+        subject: request.info.subject,
+        public_key: request.info.public_key,
+        kind,
+        digest: sha2::Sha256::digest(der_bytes).into(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuing
+
+/// SM2 signer for `x509-cert`'s builder: X.509 carries SM2 signatures DER-encoded
+/// (`SEQUENCE { r, s }`, GM/T 0015), while `sm2`'s key signs raw `r ‖ s`.
+struct Sm2DerSigner(sm2::dsa::SigningKey);
+
+impl signature::Keypair for Sm2DerSigner {
+    type VerifyingKey = sm2::dsa::VerifyingKey;
+
+    fn verifying_key(&self) -> Self::VerifyingKey {
+        self.0.verifying_key().clone()
+    }
+}
+
+impl spki::DynSignatureAlgorithmIdentifier for Sm2DerSigner {
+    fn signature_algorithm_identifier(&self) -> spki::Result<spki::AlgorithmIdentifierOwned> {
+        Ok(spki::AlgorithmIdentifierOwned {
+            oid: SM2_WITH_SM3,
+            parameters: None,
+        })
+    }
+}
+
+impl signature::Signer<sm2::dsa::DerSignature> for Sm2DerSigner {
+    fn try_sign(&self, message: &[u8]) -> Result<sm2::dsa::DerSignature, signature::Error> {
+        let raw: sm2::dsa::Signature = self.0.try_sign(message)?;
+        Ok(raw.into())
+    }
+}
+
+enum IssuerKey {
+    P256(p256::ecdsa::SigningKey),
+    Sm2(Sm2DerSigner),
+}
+
+/// The issuing CA: its key (P-256 or SM2) and certificate.
+pub struct Issuer {
+    key: IssuerKey,
+    certificate: Certificate,
+    certificate_der: Vec<u8>,
+    key_identifier: Vec<u8>,
+    validity: Duration,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("algorithm", &self.algorithm())
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the issued certificate carries besides subject and key: not a CA, digitalSignature +
+/// nonRepudiation, key identifiers.
+struct SubscriberProfile {
+    issuer: Name,
+    subject: Name,
+    authority_key_identifier: Vec<u8>,
+}
+
+impl BuilderProfile for SubscriberProfile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    // Each extension is encoded against those before it (duplicates are refused).
+    #[expect(clippy::vec_init_then_push, reason = "each push reads the pushed ones")]
+    fn build_extensions(
+        &self,
+        spk: SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
+        tbs: &x509_cert::TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<X509Extension>> {
+        let mut extensions: Vec<X509Extension> = Vec::new();
+        extensions.push(
+            BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            }
+            .to_extension(tbs.subject(), &extensions)?,
+        );
+        extensions.push(
+            KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation)
+                .to_extension(tbs.subject(), &extensions)?,
+        );
+        extensions
+            .push(SubjectKeyIdentifier::try_from(spk)?.to_extension(tbs.subject(), &extensions)?);
+        extensions.push(
+            AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(self.authority_key_identifier.clone())?),
+                ..Default::default()
+            }
+            .to_extension(tbs.subject(), &extensions)?,
+        );
+        Ok(extensions)
+    }
+}
+
+fn pem_contents(pem_text: &str, label: &str) -> Result<Vec<u8>, String> {
+    let parsed = pem::parse(pem_text).map_err(|e| e.to_string())?;
+    if parsed.tag() != label {
+        return Err(format!("expected {label}, found {}", parsed.tag()));
+    }
+    Ok(parsed.into_contents())
+}
+
+impl Issuer {
+    /// Load the CA certificate and its PKCS#8 private key (both PEM) from files.
+    pub fn load(cert: &Path, key: &Path, validity: Duration) -> Result<Self, CaError> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| CaError::Load {
+                what,
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let (cert_pem, key_pem) = (read("certificate", cert)?, read("key", key)?);
+        Self::from_pem(&cert_pem, &key_pem, validity).map_err(|e| match e {
+            CaError::Load { what, reason, .. } => CaError::Load {
+                what,
+                path: if what == "key" { key } else { cert }.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// From PEM text: a `CERTIFICATE` and a PKCS#8 `PRIVATE KEY` (P-256 or SM2) that belongs to
+    /// it.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, validity: Duration) -> Result<Self, CaError> {
+        let load = |what: &'static str, reason: String| CaError::Load {
+            what,
+            path: String::new(),
+            reason,
+        };
+        let certificate_der =
+            pem_contents(cert_pem, "CERTIFICATE").map_err(|r| load("certificate", r))?;
+        let certificate = Certificate::from_der(&certificate_der)
+            .map_err(|e| load("certificate", e.to_string()))?;
+        use p256::pkcs8::DecodePrivateKey;
+        let key = match p256::ecdsa::SigningKey::from_pkcs8_pem(key_pem) {
+            Ok(k) => IssuerKey::P256(k),
+            Err(_) => {
+                let secret = sm2::SecretKey::from_pkcs8_pem(key_pem)
+                    .map_err(|_| load("key", "not a PKCS#8 P-256 or SM2 private key".into()))?;
+                let signing = sm2::dsa::SigningKey::new(SM2_DEFAULT_DISTID, &secret)
+                    .map_err(|e| load("key", e.to_string()))?;
+                IssuerKey::Sm2(Sm2DerSigner(signing))
+            }
+        };
+        let public_key_der =
+            match &key {
+                IssuerKey::P256(k) => spki::EncodePublicKey::to_public_key_der(k.verifying_key())
+                    .map(|d| d.into_vec()),
+                IssuerKey::Sm2(k) => spki::EncodePublicKey::to_public_key_der(k.0.verifying_key())
+                    .map(|d| d.into_vec()),
+            }
+            .map_err(|e| load("key", e.to_string()))?;
+        let tbs = certificate.tbs_certificate();
+        let certificate_error = |e: der::Error| load("certificate", e.to_string());
+        if tbs
+            .subject_public_key_info()
+            .to_der()
+            .map_err(certificate_error)?
+            != public_key_der
+        {
+            return Err(load("key", "does not belong to the CA certificate".into()));
+        }
+        let key_identifier = match tbs
+            .get_extension::<SubjectKeyIdentifier>()
+            .map_err(certificate_error)?
+        {
+            Some((_, ski)) => ski.0.as_bytes().to_vec(),
+            None => SubjectKeyIdentifier::try_from(der::referenced::OwnedToRef::owned_to_ref(
+                tbs.subject_public_key_info(),
+            ))
+            .map_err(certificate_error)?
+            .0
+            .as_bytes()
+            .to_vec(),
+        };
+        Ok(Self {
+            key,
+            certificate,
+            certificate_der,
+            key_identifier,
+            validity,
+        })
+    }
+
+    /// DER of the CA certificate.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate_der
+    }
+
+    /// `"P-256"` or `"SM2"`: what the CA signs with.
+    pub fn algorithm(&self) -> &'static str {
+        match self.key {
+            IssuerKey::P256(_) => "P-256",
+            IssuerKey::Sm2(_) => "SM2",
+        }
+    }
+
+    /// Issue a certificate for a verified request; `serial` is used as given (see
+    /// [`random_serial`]). Returns the certificate's DER.
+    pub fn issue(&self, csr: &VerifiedCsr, serial: &[u8]) -> Result<Vec<u8>, CaError> {
+        let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
+        let now = SystemTime::now();
+        // A little slack for clocks of relying parties that run behind.
+        let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
+        let not_after = now
+            .checked_add(self.validity)
+            .ok_or_else(|| issue(&"validity"))?;
+        let validity = Validity::new(
+            Time::try_from(not_before).map_err(|e| issue(&e))?,
+            Time::try_from(not_after).map_err(|e| issue(&e))?,
+        );
+        let profile = SubscriberProfile {
+            issuer: self.certificate.tbs_certificate().subject().clone(),
+            subject: csr.subject.clone(),
+            authority_key_identifier: self.key_identifier.clone(),
+        };
+        let builder = CertificateBuilder::new(
+            profile,
+            SerialNumber::new(serial).map_err(|e| issue(&e))?,
+            validity,
+            csr.public_key.clone(),
+        )
+        .map_err(|e| issue(&e))?;
+        let certificate = match &self.key {
+            IssuerKey::P256(k) => builder.build::<_, p256::ecdsa::DerSignature>(k),
+            IssuerKey::Sm2(k) => builder.build::<_, sm2::dsa::DerSignature>(k),
+        }
+        .map_err(|e| issue(&e))?;
+        certificate.to_der().map_err(|e| issue(&e))
+    }
+}
+
+/// 16 random bytes, first octet in 0x40..=0x7f: positive, always 16 octets in DER.
+pub fn random_serial() -> Result<[u8; 16], CaError> {
+    let mut serial = [0u8; 16];
+    getrandom::fill(&mut serial).map_err(|e| CaError::Issue(format!("random serial: {e}")))?;
+    serial[0] = (serial[0] & 0x3f) | 0x40;
+    Ok(serial)
+}
+
+/// A base64 PKCS#7 certs-only message holding `certificates` (DER), as EST answers.
+pub fn certs_only_base64(certificates: &[&[u8]]) -> Result<String, CaError> {
+    let issue = |e: der::Error| CaError::Issue(e.to_string());
+    let path = certificates
+        .iter()
+        .map(|der| Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(issue)?;
+    let info = cms::content_info::ContentInfo::try_from(path).map_err(issue)?;
+    Ok(BASE64.encode(info.to_der().map_err(issue)?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+/// Status of an issued certificate.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateStatus {
+    /// Lower-case hex serial.
+    pub serial: String,
+    /// `good`, `held` or `revoked`.
+    pub status: String,
+    /// Revocation reason (revoked) or `certificateHold` (held).
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Milliseconds since the Unix epoch.
+    pub not_after_ms: i64,
+    /// When the status last changed (RFC 3339), if it did.
+    pub status_changed_at: Option<String>,
+    /// Serial of the certificate this one re-enrolled, if any.
+    pub replaces: Option<String>,
+}
+
+/// Revocation reasons taken (RFC 5280 names).
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+];
+
+/// A status change.
+#[derive(Clone, Copy, Debug)]
+pub enum StatusChange<'a> {
+    /// Revoke for a reason from [`REVOCATION_REASONS`] (final).
+    Revoke(&'a str),
+    /// Suspend (certificate hold).
+    Hold,
+    /// Resume a held certificate.
+    Release,
+}
+
+/// Check a serial from a URL (1..=40 hex digits) and lower-case it.
+pub fn normalize_serial(serial: &str) -> Result<String, CaError> {
+    if serial.is_empty()
+        || serial.len() > MAX_SERIAL_HEX
+        || !serial.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(CaError::BadSerial);
+    }
+    Ok(serial.to_ascii_lowercase())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn offset_time(t: SystemTime) -> time::OffsetDateTime {
+    time::OffsetDateTime::from(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service
+
+/// The CA service: issuer, database, routes.
+#[derive(Clone)]
+pub struct CaService {
+    issuer: Arc<Issuer>,
+    pool: Pool,
+    cacerts: Arc<String>,
+}
+
+const STATUS_COLUMNS: &str = "serial_hex, status, revocation_reason, not_before, not_after, \
+     status_changed_at, replaces";
+
+fn status_from_row(row: &tokio_postgres::Row) -> CertificateStatus {
+    let not_after: time::OffsetDateTime = row.get(4);
+    CertificateStatus {
+        serial: row.get(0),
+        status: row.get(1),
+        reason: row.get(2),
+        not_before: rfc3339(row.get(3)),
+        not_after: rfc3339(not_after),
+        not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+        status_changed_at: row.get::<_, Option<time::OffsetDateTime>>(5).map(rfc3339),
+        replaces: row.get(6),
+    }
+}
+
+impl CaService {
+    /// A CA over `pool` (migrated: `ca_certificates` exists) issuing with `issuer`.
+    pub fn new(issuer: Issuer, pool: Pool) -> Result<Self, CaError> {
+        let cacerts = certs_only_base64(&[issuer.certificate_der()])?;
+        Ok(Self {
+            issuer: Arc::new(issuer),
+            pool,
+            cacerts: Arc::new(cacerts),
+        })
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// Verify `csr_der` and issue (or return the certificate already issued for this very
+    /// request). `reenroll`: the subject must hold a current certificate, which the new one is
+    /// recorded as replacing (it stays valid; revoke it as `superseded` if wanted).
+    pub async fn enroll(
+        &self,
+        kiosk: &str,
+        csr_der: &[u8],
+        reenroll: bool,
+    ) -> Result<Vec<u8>, CaError> {
+        let csr = verify_csr(csr_der)?;
+        let mut client = self.pool.get().await?;
+        let digest = csr.digest.to_vec();
+        if let Some(row) = client
+            .query_opt(
+                "SELECT certificate FROM ca_certificates WHERE csr_digest = $1",
+                &[&digest],
+            )
+            .await?
+        {
+            return Ok(row.get(0));
+        }
+        let tx = client.transaction().await?;
+        let replaces: Option<String> = if reenroll {
+            let row = tx
+                .query_opt(
+                    "SELECT serial_hex FROM ca_certificates
+                     WHERE subject_der = $1 AND status <> 'revoked' AND not_after > now()
+                     ORDER BY issued_at DESC LIMIT 1",
+                    &[&csr.subject_der],
+                )
+                .await?
+                .ok_or(CaError::NoCurrentCertificate)?;
+            Some(row.get(0))
+        } else {
+            None
+        };
+        let serial = random_serial()?;
+        let serial_hex = hex::encode(serial);
+        let issuer = self.issuer.clone();
+        let certificate = tokio::task::spawn_blocking({
+            let csr = csr.clone();
+            move || issuer.issue(&csr, &serial)
+        })
+        .await
+        .map_err(|e| CaError::Issue(e.to_string()))??;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&certificate)
+            .map_err(|e| CaError::Issue(e.to_string()))?;
+        let not_before = offset_time(parsed.validity().not_before.to_datetime().into());
+        let not_after = offset_time(parsed.validity().not_after.to_datetime().into());
+        let inserted = tx
+            .execute(
+                "INSERT INTO ca_certificates (serial_hex, csr_digest, subject_der, public_key_der,
+                     certificate, not_before, not_after, status, replaces, issued_by_kiosk)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'good', $8, $9)
+                 ON CONFLICT (csr_digest) DO NOTHING",
+                &[
+                    &serial_hex,
+                    &digest,
+                    &csr.subject_der,
+                    &csr.public_key_der,
+                    &certificate,
+                    &not_before,
+                    &not_after,
+                    &replaces,
+                    &kiosk,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // The same request was issued concurrently: hand out that certificate.
+            let row = tx
+                .query_one(
+                    "SELECT certificate FROM ca_certificates WHERE csr_digest = $1",
+                    &[&digest],
+                )
+                .await?;
+            return Ok(row.get(0));
+        }
+        tx.commit().await?;
+        tracing::info!(
+            serial = %serial_hex,
+            kiosk,
+            key = ?csr.kind,
+            reenroll,
+            "certificate issued"
+        );
+        Ok(certificate)
+    }
+
+    /// Status of a certificate.
+    pub async fn status(&self, serial: &str) -> Result<CertificateStatus, CaError> {
+        let serial = normalize_serial(serial)?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {STATUS_COLUMNS} FROM ca_certificates WHERE serial_hex = $1"),
+                &[&serial],
+            )
+            .await?
+            .ok_or(CaError::UnknownCertificate)?;
+        Ok(status_from_row(&row))
+    }
+
+    /// Revoke, hold or release. Revoking a revoked certificate and holding a held one (or
+    /// releasing a good one) change nothing and succeed, so a retried call is harmless.
+    pub async fn change_status(
+        &self,
+        kiosk: &str,
+        serial: &str,
+        change: StatusChange<'_>,
+    ) -> Result<CertificateStatus, CaError> {
+        let serial = normalize_serial(serial)?;
+        if let StatusChange::Revoke(reason) = change
+            && !REVOCATION_REASONS.contains(&reason)
+        {
+            return Err(CaError::BadReason);
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let current: String = tx
+            .query_opt(
+                "SELECT status FROM ca_certificates WHERE serial_hex = $1 FOR UPDATE",
+                &[&serial],
+            )
+            .await?
+            .ok_or(CaError::UnknownCertificate)?
+            .get(0);
+        let next: Option<(&str, Option<&str>)> = match (current.as_str(), change) {
+            ("revoked", StatusChange::Revoke(_)) => None,
+            ("revoked", _) => return Err(CaError::Revoked),
+            (_, StatusChange::Revoke(reason)) => Some(("revoked", Some(reason))),
+            ("held", StatusChange::Hold) | ("good", StatusChange::Release) => None,
+            (_, StatusChange::Hold) => Some(("held", Some("certificateHold"))),
+            (_, StatusChange::Release) => Some(("good", None)),
+        };
+        if let Some((status, reason)) = next {
+            tx.execute(
+                "UPDATE ca_certificates SET status = $2, revocation_reason = $3,
+                     status_changed_at = now(), status_changed_by = $4
+                 WHERE serial_hex = $1",
+                &[&serial, &status, &reason, &kiosk],
+            )
+            .await?;
+            tracing::info!(serial = %serial, kiosk, status, reason, "certificate status changed");
+        }
+        let row = tx
+            .query_one(
+                &format!("SELECT {STATUS_COLUMNS} FROM ca_certificates WHERE serial_hex = $1"),
+                &[&serial],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(status_from_row(&row))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+fn kiosk_of(identity: Option<Extension<KioskIdentity>>) -> Result<String, CaError> {
+    identity
+        .map(|Extension(KioskIdentity(k))| k)
+        .ok_or(CaError::Unauthenticated)
+}
+
+fn certs_only_response(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, PKCS7_CERTS_ONLY),
+            (
+                header::HeaderName::from_static("content-transfer-encoding"),
+                "base64",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The request DER from an EST body: base64 (line breaks allowed), or raw DER.
+fn csr_from_body(body: &[u8]) -> Result<Vec<u8>, CaError> {
+    if body.first() == Some(&0x30) {
+        return Ok(body.to_vec());
+    }
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    BASE64
+        .decode(&compact)
+        .map_err(|_| CaError::BadRequest("body is not base64".into()))
+}
+
+async fn enroll_route(
+    service: CaService,
+    identity: Option<Extension<KioskIdentity>>,
+    headers: &HeaderMap,
+    body: &[u8],
+    reenroll: bool,
+) -> Result<Response, CaError> {
+    let kiosk = kiosk_of(identity)?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && !ct.to_str().is_ok_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/pkcs10")
+        })
+    {
+        return Err(CaError::BadRequest(
+            "Content-Type must be application/pkcs10".into(),
+        ));
+    }
+    let csr = csr_from_body(body)?;
+    let certificate = service.enroll(&kiosk, &csr, reenroll).await?;
+    Ok(certs_only_response(certs_only_base64(&[&certificate])?))
+}
+
+async fn simple_enroll(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CaError> {
+    enroll_route(service, identity, &headers, &body, false).await
+}
+
+async fn simple_reenroll(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CaError> {
+    enroll_route(service, identity, &headers, &body, true).await
+}
+
+async fn cacerts(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+) -> Result<Response, CaError> {
+    kiosk_of(identity)?;
+    Ok(certs_only_response(service.cacerts.as_ref().clone()))
+}
+
+async fn certificate_status(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    UrlPath(serial): UrlPath<String>,
+) -> Result<Response, CaError> {
+    kiosk_of(identity)?;
+    Ok(axum::Json(service.status(&serial).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
+async fn revoke(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    UrlPath(serial): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, CaError> {
+    let kiosk = kiosk_of(identity)?;
+    let body: RevokeBody = serde_json::from_slice(&body).map_err(|_| CaError::BadReason)?;
+    let status = service
+        .change_status(&kiosk, &serial, StatusChange::Revoke(&body.reason))
+        .await?;
+    Ok(axum::Json(status).into_response())
+}
+
+async fn hold(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    UrlPath(serial): UrlPath<String>,
+) -> Result<Response, CaError> {
+    let kiosk = kiosk_of(identity)?;
+    let status = service
+        .change_status(&kiosk, &serial, StatusChange::Hold)
+        .await?;
+    Ok(axum::Json(status).into_response())
+}
+
+async fn release(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+    UrlPath(serial): UrlPath<String>,
+) -> Result<Response, CaError> {
+    let kiosk = kiosk_of(identity)?;
+    let status = service
+        .change_status(&kiosk, &serial, StatusChange::Release)
+        .await?;
+    Ok(axum::Json(status).into_response())
+}
+
+/// The CA's routes (merged into HQ's router by [`crate::server::start_with_ca`]).
+pub fn routes(service: CaService) -> Router {
+    Router::new()
+        .route("/.well-known/est/simpleenroll", post(simple_enroll))
+        .route("/.well-known/est/simplereenroll", post(simple_reenroll))
+        .route("/.well-known/est/cacerts", get(cacerts))
+        .route("/ca/v1/certificates/{serial}", get(certificate_status))
+        .route("/ca/v1/certificates/{serial}/revoke", post(revoke))
+        .route("/ca/v1/certificates/{serial}/hold", post(hold))
+        .route("/ca/v1/certificates/{serial}/release", post(release))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
