@@ -38,6 +38,36 @@ fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
 
+/// CPU time (user + system) of this process so far, threads that ended included, from
+/// `/proc/self/stat` (in USER_HZ = 1/100 s ticks on Linux).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A round's throughput and the process CPU time it used per operation (µs): the CPU cost
+/// does not depend on how much CPU other processes on the machine leave us.
+struct Measured {
+    per_second: f64,
+    cpu_us_per_op: f64,
+}
+
+async fn measured<F: std::future::Future<Output = (u64, Duration)>>(run: F) -> Measured {
+    let cpu_before = process_cpu();
+    let (ops, elapsed) = run.await;
+    let cpu = match (cpu_before, process_cpu()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => Duration::ZERO,
+    };
+    Measured {
+        per_second: rate(ops, elapsed),
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops.max(1) as f64,
+    }
+}
+
 /// Median, minimum and maximum of a non-empty sample.
 struct Spread {
     median: f64,
@@ -75,7 +105,7 @@ fn direct_rate(
     slot: cryptoki::slot::Slot,
     signers: usize,
     round: Duration,
-) -> f64 {
+) -> (u64, Duration) {
     let start = Instant::now();
     let total: u64 = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..signers)
@@ -102,11 +132,11 @@ fn direct_rate(
             .collect();
         workers.into_iter().map(|w| w.join().expect("worker")).sum()
     });
-    rate(total, start.elapsed())
+    (total, start.elapsed())
 }
 
 /// Through `hsm`: `signers` tokio tasks calling `Token::sign` on the shared token.
-async fn hsm_rate(token: &Arc<dyn hsm::Token>, signers: usize, round: Duration) -> f64 {
+async fn hsm_rate(token: &Arc<dyn hsm::Token>, signers: usize, round: Duration) -> (u64, Duration) {
     let start = Instant::now();
     let handles: Vec<_> = (0..signers)
         .map(|t| {
@@ -128,7 +158,7 @@ async fn hsm_rate(token: &Arc<dyn hsm::Token>, signers: usize, round: Duration) 
     for h in handles {
         total += h.await.expect("task");
     }
-    rate(total, start.elapsed())
+    (total, start.elapsed())
 }
 
 async fn pkcs11_comparison(rounds: usize, round: Duration) {
@@ -149,6 +179,15 @@ async fn pkcs11_comparison(rounds: usize, round: Duration) {
                 .expect("direct")
         }
     };
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "load average at start: {} (2 cores: other processes skew wall-clock rates)",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     println!(
         "ECDSA P-256, one SoftHSM2 token and key, {rounds} alternating rounds of {} ms per side (median [min..max])",
         round.as_millis()
@@ -157,28 +196,44 @@ async fn pkcs11_comparison(rounds: usize, round: Duration) {
         let warm_up = round / 2;
         direct(signers, warm_up).await;
         hsm_rate(&token, signers, warm_up).await;
-        let (mut directs, mut hsms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut directs, mut hsms) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             let (d, h) = if r % 2 == 0 {
-                let d = direct(signers, round).await;
-                (d, hsm_rate(&token, signers, round).await)
+                let d = measured(direct(signers, round)).await;
+                (d, measured(hsm_rate(&token, signers, round)).await)
             } else {
-                let h = hsm_rate(&token, signers, round).await;
-                (direct(signers, round).await, h)
+                let h = measured(hsm_rate(&token, signers, round)).await;
+                (measured(direct(signers, round)).await, h)
             };
             directs.push(d);
             hsms.push(h);
-            ratios.push(h / d);
         }
-        let (d, h, r) = (spread(directs), spread(hsms), spread(ratios));
+        let ratio = spread(
+            directs
+                .iter()
+                .zip(&hsms)
+                .map(|(d, h)| h.per_second / d.per_second)
+                .collect(),
+        );
+        let column = |m: &[Measured], f: fn(&Measured) -> f64| spread(m.iter().map(f).collect());
+        let (d, h) = (
+            column(&directs, |m| m.per_second),
+            column(&hsms, |m| m.per_second),
+        );
+        let (d_cpu, h_cpu) = (
+            column(&directs, |m| m.cpu_us_per_op),
+            column(&hsms, |m| m.cpu_us_per_op),
+        );
         println!(
-            "  {signers} signer(s): direct cryptoki {:>7.0} sig/s | hsm {:>7.0} sig/s | ratio {:.3} [{:.3}..{:.3}] (goal >= 0.95: {})",
+            "  {signers} signer(s): direct cryptoki {:>6.0} sig/s | hsm {:>6.0} sig/s | ratio {:.3} [{:.3}..{:.3}] (goal >= 0.95: {}) | CPU/sig direct {:.0} us, hsm {:.0} us",
             d.median,
             h.median,
-            r.median,
-            r.min,
-            r.max,
-            verdict(r.median, 0.95)
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            verdict(ratio.median, 0.95),
+            d_cpu.median,
+            h_cpu.median,
         );
     }
 }

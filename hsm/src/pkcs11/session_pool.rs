@@ -25,10 +25,6 @@ use super::module::{map_error, run_blocking};
 use crate::types::{KeyInfo, SecretKeyKind};
 use crate::{Result, TokenError};
 
-/// How long an idle worker polls for its next job before it parks: a signer that sends its
-/// next request right after an answer finds the worker still awake (no futex wake-up).
-const IDLE_SPIN: Duration = Duration::from_micros(50);
-
 /// A cached private key handle with what we know about the key.
 pub struct CachedKey {
     pub private: ObjectHandle,
@@ -103,24 +99,9 @@ impl Drop for ReturnToIdle {
     }
 }
 
-/// The next message for a worker: poll briefly, then park; `None` once the pool is gone.
-fn next_message(messages: &Receiver<WorkerMessage>) -> Option<WorkerMessage> {
-    let deadline = Instant::now() + IDLE_SPIN;
-    loop {
-        match messages.try_recv() {
-            Ok(message) => return Some(message),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                std::hint::spin_loop();
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) => return messages.recv().ok(),
-        }
-    }
-}
-
 fn worker_loop(messages: Receiver<WorkerMessage>) {
     let mut session = WorkerSession::default();
-    while let Some(message) = next_message(&messages) {
+    while let Ok(message) = messages.recv() {
         match message {
             WorkerMessage::Call(Job { run, guard }) => {
                 // A panicking job must not take the worker (and its place in the pool) with
