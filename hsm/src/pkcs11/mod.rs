@@ -3,6 +3,7 @@
 //! token serial, checks the vendor profile against each token's mechanism list, and reports
 //! token arrival/removal when its slot list is refreshed (polling or USB hot-plug).
 
+mod deadlines;
 mod module;
 mod session_pool;
 mod token;

@@ -1,7 +1,7 @@
 //! The session pool of one PKCS#11 token: one dedicated worker thread per PKCS#11 session.
 //! Each worker keeps its session open between calls; the async side only hands a job to an
 //! idle worker (a bounded channel) and awaits its answer (a oneshot) within the call
-//! timeout, so a signature costs no blocking-pool hop, no session checkout and no handle
+//! timeout (kept by the pool's deadline watchdog, not a runtime timer per call), so a signature costs no blocking-pool hop, no session checkout and no handle
 //! look-up. A semaphore caps concurrent calls at the number of sessions; workers are started
 //! on demand up to that cap. Login state and key handles are cached for the whole token
 //! (PKCS#11 login is per token, shared by its sessions). When the token says the sessions are
@@ -21,6 +21,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use super::deadlines::Deadlines;
 use super::module::{map_error, run_blocking};
 use crate::types::{KeyInfo, SecretKeyKind};
 use crate::{Result, TokenError};
@@ -72,6 +73,7 @@ pub struct SessionPool {
     /// Workers waiting for a job, most recently used last (it is the likeliest still awake).
     idle: Mutex<Vec<WorkerHandle>>,
     workers: AtomicUsize,
+    deadlines: Arc<Deadlines>,
     permits: Arc<Semaphore>,
     logged_in: AtomicBool,
     pub keys: Mutex<HashMap<String, Arc<CachedKey>>>,
@@ -83,19 +85,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Returns a worker to the idle list when its job ends, even by unwinding, and only then
-/// frees the caller's permit (so a permit holder always finds or may start a worker).
+/// frees the caller's permit (so a permit holder always finds or may start a worker); ends
+/// the call's deadline.
 struct ReturnToIdle {
     pool: Arc<SessionPool>,
     handle: Option<WorkerHandle>,
     permit: Option<OwnedSemaphorePermit>,
+    deadline: u64,
 }
 
 impl Drop for ReturnToIdle {
     fn drop(&mut self) {
+        self.pool.deadlines.finish(self.deadline);
         if let Some(handle) = self.handle.take() {
             lock(&self.pool.idle).push(handle);
         }
         drop(self.permit.take());
+    }
+}
+
+/// Where a call's answer goes: taken once, by its worker or by its deadline.
+type AnswerSlot<T> = Arc<Mutex<Option<oneshot::Sender<Result<T>>>>>;
+
+fn answer<T>(slot: &AnswerSlot<T>, result: Result<T>) {
+    if let Some(sender) = lock(slot).take() {
+        let _ = sender.send(result);
     }
 }
 
@@ -141,6 +155,7 @@ impl SessionPool {
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             workers: AtomicUsize::new(0),
+            deadlines: Deadlines::new(timeout),
             permits: Arc::new(Semaphore::new(max_sessions)),
             logged_in: AtomicBool::new(false),
             keys: Mutex::new(HashMap::new()),
@@ -279,18 +294,25 @@ impl SessionPool {
             .map_err(|_| TokenError::TokenRemoved)?;
         let handle = self.idle_worker()?;
         let messages = handle.messages.clone();
-        let (answer, answered) = oneshot::channel();
+        let (sender, answered) = oneshot::channel();
+        let slot: AnswerSlot<T> = Arc::new(Mutex::new(Some(sender)));
+        let timeout = self.timeout;
+        let expired = Arc::clone(&slot);
+        let deadline = self.deadlines.start(Box::new(move || {
+            answer(&expired, Err(TokenError::Timeout(timeout)));
+        }));
         let job = Job {
             run: Box::new(move |worker: &mut WorkerSession, guard: ReturnToIdle| {
                 let result = guard.pool.run_job(worker, f);
                 // Back to idle (and the permit freed) before the caller sees the answer.
                 drop(guard);
-                let _ = answer.send(result);
+                answer(&slot, result);
             }),
             guard: ReturnToIdle {
                 pool: Arc::clone(self),
                 handle: Some(handle),
                 permit: Some(permit),
+                deadline,
             },
         };
         if let Err(rejected) = messages.try_send(WorkerMessage::Call(job)) {
@@ -304,11 +326,9 @@ impl SessionPool {
             self.workers.fetch_sub(1, Ordering::AcqRel);
             return Err(worker_error("session worker stopped".into()));
         }
-        match tokio::time::timeout(self.timeout, answered).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(worker_error("session worker dropped the call".into())),
-            Err(_) => Err(TokenError::Timeout(self.timeout)),
-        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(worker_error("session worker dropped the call".into())))
     }
 
     /// Runs a context-level call (no session) off the runtime.
