@@ -2,6 +2,7 @@
 //! Unix socket. Every error is a stable code with a human message. Requests whose
 //! `Host` is not one of the configured local names are refused (DNS rebinding).
 
+pub mod console;
 mod error;
 pub mod events;
 pub mod face;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .merge(staff::routes())
         .merge(rights::routes())
+        .merge(console::routes())
         .merge(verification::routes())
         .merge(events::routes())
         .fallback(not_found)

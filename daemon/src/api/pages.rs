@@ -1,5 +1,5 @@
-//! The kiosk page (`/`) and its assets, embedded in the binary: no CDN, works
-//! offline. Served with a strict Content-Security-Policy. `/assets/kiosk-config.json`
+//! The kiosk page (`/`), the staff console (`/staff`) and their assets,
+//! embedded in the binary: no CDN, works offline. Served with a strict Content-Security-Policy. `/assets/kiosk-config.json`
 //! tells the page what it needs to know about this kiosk (no personal data).
 
 use std::borrow::Cow;
@@ -18,20 +18,25 @@ use super::AppState;
 const KIOSK_HTML: &str = include_str!("../../web/kiosk.html");
 const KIOSK_JS: &str = include_str!("../../web/kiosk.js");
 const KIOSK_CSS: &str = include_str!("../../web/kiosk.css");
+const STAFF_HTML: &str = include_str!("../../web/staff.html");
+const STAFF_JS: &str = include_str!("../../web/staff.js");
+const STAFF_CSS: &str = include_str!("../../web/staff.css");
+const SSE_JS: &str = include_str!("../../web/sse.js");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| asset("text/html; charset=utf-8", KIOSK_HTML)))
-        .route(
-            "/assets/kiosk.js",
-            get(|| asset("text/javascript; charset=utf-8", KIOSK_JS)),
-        )
-        .route(
-            "/assets/kiosk.css",
-            get(|| asset("text/css; charset=utf-8", KIOSK_CSS)),
-        )
+        .route("/", get(|| asset(HTML, KIOSK_HTML)))
+        .route("/assets/kiosk.js", get(|| asset(JS, KIOSK_JS)))
+        .route("/assets/kiosk.css", get(|| asset(CSS, KIOSK_CSS)))
         .route("/assets/kiosk-config.json", get(page_config))
+        .route("/staff", get(|| asset(HTML, STAFF_HTML)))
+        .route("/assets/staff.js", get(|| asset(JS, STAFF_JS)))
+        .route("/assets/staff.css", get(|| asset(CSS, STAFF_CSS)))
+        .route("/assets/sse.js", get(|| asset(JS, SSE_JS)))
 }
 
 /// What the page adapts to.
@@ -39,11 +44,18 @@ pub fn routes() -> Router<AppState> {
 struct PageConfig {
     /// The ID-card reader is simulated: the page offers its demo card button.
     simulated_idcard: bool,
+    /// The fingerprint sensor is simulated: the page offers a demo finger button.
+    simulated_fingerprint: bool,
+    /// Applicants' UKEYs are simulated soft tokens: the page offers a demo UKEY button.
+    simulated_ukey: bool,
 }
 
 async fn page_config(State(state): State<AppState>) -> impl IntoResponse {
     let body = serde_json::to_string(&PageConfig {
         simulated_idcard: state.devices.idcard_sim.is_some(),
+        simulated_fingerprint: state.devices.fingerprint_sim.is_some(),
+        simulated_ukey: state.devices.idcard_sim.is_some()
+            && state.config.ukey.provider == kiosk_config::TokenProvider::Soft,
     })
     .unwrap_or_else(|_| "{}".into());
     asset_owned("application/json", body)
