@@ -970,3 +970,118 @@ pub fn routes(service: CaService) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
 }
+
+/// A self-signed SM2 issuing CA for demos and tests (a production CA key lives in an HSM):
+/// returns `(certificate PEM, PKCS#8 private key PEM)` for [`Issuer::from_pem`] or
+/// `hq-ingest serve --ca-cert --ca-key`. `subject` is RFC 4514 with CN, O and C, in that order.
+pub fn generate_sm2_ca(
+    subject: &str,
+    validity: Duration,
+) -> Result<(String, zeroize::Zeroizing<String>), CaError> {
+    use der::EncodePem;
+    use p256::pkcs8::EncodePrivateKey;
+    let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
+    let soft = records::SoftSigner::generate_sm2(SM2_DEFAULT_DISTID).map_err(|e| issue(&e))?;
+    let secret = sm2::SecretKey::from_slice(&soft.secret_bytes()).map_err(|e| issue(&e))?;
+    let key_pem = secret
+        .to_pkcs8_pem(der::pem::LineEnding::LF)
+        .map_err(|e| issue(&e))?;
+    let signer = Sm2DerSigner(
+        sm2::dsa::SigningKey::new(SM2_DEFAULT_DISTID, &secret).map_err(|e| issue(&e))?,
+    );
+    let name = std::str::FromStr::from_str(subject).map_err(|e: der::Error| issue(&e))?;
+    let profile =
+        x509_cert::builder::profile::cabf::Root::new(false, name).map_err(|e| issue(&e))?;
+    let public_key =
+        SubjectPublicKeyInfoOwned::from_key(signer.0.verifying_key()).map_err(|e| issue(&e))?;
+    let certificate = CertificateBuilder::new(
+        profile,
+        SerialNumber::new(&random_serial()?).map_err(|e| issue(&e))?,
+        Validity::from_now(validity).map_err(|e| issue(&e))?,
+        public_key,
+    )
+    .map_err(|e| issue(&e))?
+    .build::<_, sm2::dsa::DerSignature>(&signer)
+    .map_err(|e| issue(&e))?;
+    let cert_pem = certificate
+        .to_pem(der::pem::LineEnding::LF)
+        .map_err(|e| issue(&e))?;
+    Ok((cert_pem, key_pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p256_csr(common_name: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    /// Verify `cert_der`'s signature with SM2 key `issuer_point` (SEC1).
+    fn verify_sm2_signed(cert_der: &[u8], issuer_point: &[u8]) -> Result<(), String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| e.to_string())?;
+        if cert.signature_algorithm.algorithm.to_id_string() != SM2_WITH_SM3.to_string() {
+            return Err("not SM2-with-SM3".into());
+        }
+        let raw = records::signing::raw_signature_from_der(
+            SignatureAlgorithm::Sm2Sm3,
+            &cert.signature_value.data,
+        )
+        .map_err(|e| e.to_string())?;
+        PublicVerifier {
+            algorithm: SignatureAlgorithm::Sm2Sm3,
+            sec1: issuer_point.to_vec(),
+            distid: Some(SM2_DEFAULT_DISTID.into()),
+        }
+        .verify(cert.tbs_certificate.as_ref(), &raw)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_sm2_issuing_ca_signs_with_sm2_and_sm3() {
+        let (cert_pem, key_pem) =
+            generate_sm2_ca("CN=Test SM2 CA,O=Synthetic Test Org,C=CN", DEFAULT_VALIDITY).unwrap();
+        let issuer = Issuer::from_pem(&cert_pem, &key_pem, DEFAULT_VALIDITY).unwrap();
+        assert_eq!(issuer.algorithm(), "SM2");
+        let (_, ca) = x509_parser::parse_x509_certificate(issuer.certificate_der()).unwrap();
+        let ca_point = ca.public_key().subject_public_key.data.to_vec();
+        verify_sm2_signed(issuer.certificate_der(), &ca_point).expect("self-signed");
+
+        let csr = verify_csr(&p256_csr("Synthetic Holder")).unwrap();
+        assert_eq!(csr.kind, KeyKind::P256);
+        let serial = random_serial().unwrap();
+        let leaf = issuer.issue(&csr, &serial).unwrap();
+        verify_sm2_signed(&leaf, &ca_point).expect("signed by the SM2 CA");
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        assert_eq!(parsed.raw_serial(), serial);
+        assert_eq!(parsed.issuer(), ca.subject());
+        // A different key does not verify it.
+        let (other_pem, other_key) =
+            generate_sm2_ca("CN=Other CA,O=Synthetic Test Org,C=CN", DEFAULT_VALIDITY).unwrap();
+        let other = Issuer::from_pem(&other_pem, &other_key, DEFAULT_VALIDITY).unwrap();
+        let (_, other_ca) = x509_parser::parse_x509_certificate(other.certificate_der()).unwrap();
+        assert!(verify_sm2_signed(&leaf, &other_ca.public_key().subject_public_key.data).is_err());
+        // A key that does not match the certificate is refused.
+        assert!(matches!(
+            Issuer::from_pem(&cert_pem, &other_key, DEFAULT_VALIDITY),
+            Err(CaError::Load { .. })
+        ));
+    }
+
+    #[test]
+    fn serials_are_positive_sixteen_octets() {
+        for _ in 0..64 {
+            let serial = random_serial().unwrap();
+            assert!((0x40..=0x7f).contains(&serial[0]));
+        }
+        assert_eq!(normalize_serial("7F0A").unwrap(), "7f0a");
+        for bad in ["", "xyz", "7f/0a", &"a".repeat(41)] {
+            assert!(normalize_serial(bad).is_err(), "{bad}");
+        }
+    }
+}
