@@ -274,6 +274,16 @@ function label(s, inline = false) {
   if (st.lang === "zh" || !en) return zh;
   return inline ? en : en.charAt(0).toUpperCase() + en.slice(1);
 }
+// A stated purpose is "中文 / English" where each half may quote bilingual
+// catalog labels itself; the English half starts at " / used by" (the
+// daemon's wording, daemon/src/workflow/plan.rs). Each half drops the other
+// language's side of the labels it quotes.
+function purposeText(s) {
+  const cut = String(s).indexOf(" / used by ");
+  if (cut < 0) return label(s, true);
+  if (st.lang === "zh") return s.slice(0, cut).split(" / ").map((p, i) => (i === 0 ? p : p.replace(/^[^\u3000-\u9fff\uff00-\uffef]+/, ""))).join("");
+  return s.slice(cut + 3).replace(/[\u3000-\u9fff\uff00-\uffef]+ \/ /g, "");
+}
 function itemLabel(item) {
   const it = st.session && st.session.items.find((i) => i.item === item);
   return it ? label(it.label, true) : item;
@@ -635,7 +645,7 @@ function renderVerification() {
       const input = el("input", { id, name: a.item, type: "tel", inputMode: "numeric", autocomplete: "off", required: true, value: typedBefore[a.item] || "" });
       input.setAttribute("aria-describedby", `${id}-why`);
       fields.append(el("div", { className: "ask" }, el("label", { htmlFor: id }, label(a.label)), input,
-        el("p", { id: `${id}-why`, className: "small purpose" }, t("asked-why", { purpose: label(a.purpose, true) }))));
+        el("p", { id: `${id}-why`, className: "small purpose" }, t("asked-why", { purpose: purposeText(a.purpose) }))));
     }
   }
   const v = st.status.verify;

@@ -60,6 +60,8 @@ class Run {
     page.on("response", (r) => {
       const u = new URL(r.url());
       if (!u.pathname.startsWith("/v1/")) return;
+      // Event streams stay open for the whole session: their events carry no personal values.
+      if ((r.headers()["content-type"] || "").startsWith("text/event-stream")) return;
       this.pending.push(r.text().then((body) => {
         this.apiBodies.push(body);
         if (r.request().method() === "POST" && u.pathname === "/v1/sessions" && r.status() === 201) this.sessions.push(JSON.parse(body));
