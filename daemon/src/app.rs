@@ -405,6 +405,7 @@ fn start_sync(
         store: state.store.clone(),
         signer: state.keys.signer.clone(),
         recipient: state.hq_recipient.clone(),
+        ca: None,
     };
     tracker.spawn(crate::sync::hq_client::run(link, shutdown));
 }

@@ -172,6 +172,8 @@ pub struct SyncLink {
     pub signer: Arc<crate::token_keys::DeviceSigner>,
     /// Filled with HQ's record key once known (the API seals applicant records to it).
     pub recipient: Arc<super::HqRecipient>,
+    /// Given the CA client once HQ is reachable (`[ca]` overrides HQ's URL and CA).
+    pub ca: Option<Arc<crate::ca_client::CaLink>>,
 }
 
 /// Public file with the device key's verifier JSON (register it at HQ).
@@ -302,6 +304,9 @@ async fn run_remote(
         };
         let recipient = recipient_from_file(&need("record_key", &hq.record_key)?)?;
         link.recipient.set(recipient.clone());
+        if let Some(ca_link) = &link.ca {
+            ca_link.connect(&url, &ca, &cert, &key, &*link.resolve);
+        }
         let transport =
             HqClientTransport::new(&url, &ca, &cert, &key).map_err(|e| e.to_string())?;
         Ok::<_, String>((url, link.sender(transport, recipient)))
@@ -357,9 +362,12 @@ async fn run_local(
                         .map_err(|e| e.to_string())?;
                     let recipient = recipient_from_file(&ready.record_public)?;
                     link.recipient.set(recipient.clone());
-                    let transport =
-                        HqClientTransport::new(&ready.url, &ca, &cert, &ClientKey::Pem(key))
-                            .map_err(|e| e.to_string())?;
+                    let key = ClientKey::Pem(key);
+                    if let Some(ca_link) = &link.ca {
+                        ca_link.connect(&ready.url, &ca, &cert, &key, &*link.resolve);
+                    }
+                    let transport = HqClientTransport::new(&ready.url, &ca, &cert, &key)
+                        .map_err(|e| e.to_string())?;
                     Ok::<_, String>(link.sender(transport, recipient))
                 })();
                 let sender = match built {
