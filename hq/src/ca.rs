@@ -5,7 +5,8 @@
 //!   DER PKCS#10, answer: base64 PKCS#7 certs-only holding the issued certificate) and
 //!   `GET /.well-known/est/cacerts`.
 //! - Status changes EST lacks: `POST /ca/v1/certificates/{serial}/revoke` (JSON `{"reason"}`),
-//!   `/hold`, `/release`, and `GET /ca/v1/certificates/{serial}` (JSON status).
+//!   `/hold`, `/release`, `GET /ca/v1/certificates/{serial}` (JSON status) and
+//!   `GET /ca/v1/crl` (DER CRL of revoked and held certificates, signed on request).
 //!
 //! Requests are checked here (DER, PKCS#10 version, ECDSA-P256-SHA256 or SM2-with-SM3 with the
 //! signer ID `1234567812345678`, the key's curve matching the signature algorithm) and their
@@ -37,10 +38,12 @@ use sha2::Digest;
 use spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::Certificate;
 use x509_cert::builder::profile::BuilderProfile;
-use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::builder::{Builder, CertificateBuilder, CrlBuilder};
+use x509_cert::crl::RevokedCert;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
 };
+use x509_cert::ext::pkix::{CrlNumber, CrlReason};
 use x509_cert::ext::{Extension as X509Extension, ToExtension};
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, Version};
@@ -531,6 +534,59 @@ impl Issuer {
     }
 }
 
+impl Issuer {
+    /// A CRL (DER) listing `entries` (`(serial, revocation time, reason)`), valid for a day.
+    pub fn crl(&self, entries: &[(Vec<u8>, SystemTime, CrlReason)]) -> Result<Vec<u8>, CaError> {
+        let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
+        let now = SystemTime::now();
+        // Seconds since the epoch: grows with every CRL whichever HQ instance signs it.
+        let number = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_err(|e| issue(&e))?
+            .as_secs();
+        let issuer_name = self.certificate.tbs_certificate().subject().clone();
+        let mut revoked: Vec<RevokedCert> = Vec::with_capacity(entries.len());
+        for (serial, at, reason) in entries {
+            revoked.push(RevokedCert {
+                serial_number: SerialNumber::new(serial).map_err(|e| issue(&e))?,
+                revocation_date: Time::try_from(*at).map_err(|e| issue(&e))?,
+                crl_entry_extensions: Some(vec![
+                    reason
+                        .to_extension(&issuer_name, &[])
+                        .map_err(|e| issue(&e))?,
+                ]),
+            });
+        }
+        let next = now
+            .checked_add(Duration::from_secs(24 * 3600))
+            .ok_or_else(|| issue(&"next update"))?;
+        let builder = CrlBuilder::new(
+            &self.certificate,
+            CrlNumber::try_from(number).map_err(|e| issue(&e))?,
+        )
+        .map_err(|e| issue(&e))?
+        .with_next_update(Some(Time::try_from(next).map_err(|e| issue(&e))?))
+        .with_certificates(revoked.into_iter());
+        let crl = match &self.key {
+            IssuerKey::P256(k) => builder.build::<_, p256::ecdsa::DerSignature>(k),
+            IssuerKey::Sm2(k) => builder.build::<_, sm2::dsa::DerSignature>(k),
+        }
+        .map_err(|e| issue(&e))?;
+        crl.to_der().map_err(|e| issue(&e))
+    }
+}
+
+fn crl_reason(name: Option<&str>) -> CrlReason {
+    match name {
+        Some("keyCompromise") => CrlReason::KeyCompromise,
+        Some("affiliationChanged") => CrlReason::AffiliationChanged,
+        Some("superseded") => CrlReason::Superseded,
+        Some("cessationOfOperation") => CrlReason::CessationOfOperation,
+        Some("certificateHold") => CrlReason::CertificateHold,
+        _ => CrlReason::Unspecified,
+    }
+}
+
 /// 16 random bytes, first octet in 0x40..=0x7f: positive, always 16 octets in DER.
 pub fn random_serial() -> Result<[u8; 16], CaError> {
     let mut serial = [0u8; 16];
@@ -748,6 +804,31 @@ impl CaService {
         Ok(certificate)
     }
 
+    /// The current CRL (DER): revoked and held certificates that have not expired.
+    pub async fn crl(&self) -> Result<Vec<u8>, CaError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT serial_hex, status_changed_at, revocation_reason FROM ca_certificates
+                 WHERE status IN ('revoked', 'held') AND not_after > now()
+                 ORDER BY serial_hex",
+                &[],
+            )
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let serial = hex::decode(row.get::<_, &str>(0))
+                .map_err(|e| CaError::Issue(format!("stored serial: {e}")))?;
+            let at: Option<time::OffsetDateTime> = row.get(1);
+            let at = at.map_or_else(SystemTime::now, SystemTime::from);
+            entries.push((serial, at, crl_reason(row.get(2))));
+        }
+        let issuer = self.issuer.clone();
+        tokio::task::spawn_blocking(move || issuer.crl(&entries))
+            .await
+            .map_err(|e| CaError::Issue(e.to_string()))?
+    }
+
     /// Status of a certificate.
     pub async fn status(&self, serial: &str) -> Result<CertificateStatus, CaError> {
         let serial = normalize_serial(serial)?;
@@ -904,6 +985,15 @@ async fn cacerts(
     Ok(certs_only_response(service.cacerts.as_ref().clone()))
 }
 
+async fn crl(
+    State(service): State<CaService>,
+    identity: Option<Extension<KioskIdentity>>,
+) -> Result<Response, CaError> {
+    kiosk_of(identity)?;
+    let der = service.crl().await?;
+    Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+}
+
 async fn certificate_status(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
@@ -964,6 +1054,7 @@ pub fn routes(service: CaService) -> Router {
         .route("/.well-known/est/simplereenroll", post(simple_reenroll))
         .route("/.well-known/est/cacerts", get(cacerts))
         .route("/ca/v1/certificates/{serial}", get(certificate_status))
+        .route("/ca/v1/crl", get(crl))
         .route("/ca/v1/certificates/{serial}/revoke", post(revoke))
         .route("/ca/v1/certificates/{serial}/hold", post(hold))
         .route("/ca/v1/certificates/{serial}/release", post(release))

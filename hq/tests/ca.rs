@@ -464,6 +464,34 @@ async fn revoke_hold_release_and_status() {
     let release_revoked = hq.post(&path(&serials[1], "/release"), "").await;
     assert_eq!(release_revoked.status, 409);
 
+    // The CRL lists the revoked certificate with its reason, signed by the CA; not the good one.
+    hq.post(&path(&serials[0], "/hold"), "").await;
+    let crl = hq.call("GET", "/ca/v1/crl", "", vec![]).await;
+    assert_eq!(crl.status, 200);
+    assert_eq!(crl.content_type, "application/pkix-crl");
+    let (_, list) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.body).unwrap();
+    let ca_der = hq.ca_cert_der();
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    list.verify_signature(ca.public_key())
+        .expect("CRL signed by the CA");
+    let listed: Vec<(String, Option<ReasonCode>)> = list
+        .iter_revoked_certificates()
+        .map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c)))
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&(serials[1].clone(), Some(ReasonCode::KeyCompromise))));
+    assert!(listed.contains(&(serials[0].clone(), Some(ReasonCode::CertificateHold))));
+    hq.post(&path(&serials[0], "/release"), "").await;
+    let crl = hq.call("GET", "/ca/v1/crl", "", vec![]).await;
+    let (_, list) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.body).unwrap();
+    let listed: Vec<String> = list
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect();
+    assert_eq!(listed, vec![serials[1].clone()], "released: off the CRL");
+
     // The other certificate is untouched.
     let status = hq
         .call("GET", &path(&serials[0], ""), "", vec![])
