@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod batch;
 pub mod ca_client;
 pub mod devices;
 pub mod events;

@@ -41,6 +41,20 @@ pub trait TokenProvider: Send + Sync {
     /// Initialises a blank token (first free slot; a new soft token): label, SO PIN, user PIN.
     async fn init_token(&self, label: &str, so_pin: &Pin, user_pin: &Pin) -> Result<TokenInfo>;
 
+    /// Re-initialises the present token with this serial, as staff do with UKEYs that ship
+    /// initialised from the factory with a transport SO PIN: `so_pin` (the current SO PIN) is
+    /// checked once by `C_InitToken`, which wipes the token's objects and sets `new_label`;
+    /// then the SO PIN becomes `new_so_pin`. The user PIN is left unset (set it with
+    /// [`Token::unblock_user_pin`] and the new SO PIN). A wrong `so_pin` leaves the token as it
+    /// was. Cached sessions of this token in the provider are dropped first.
+    async fn reinit_token(
+        &self,
+        serial: &str,
+        so_pin: &Pin,
+        new_label: &str,
+        new_so_pin: &Pin,
+    ) -> Result<TokenInfo>;
+
     /// Re-reads the slot list and reports what changed (also runs on hot-plug events).
     async fn refresh(&self) -> Result<Vec<TokenEvent>>;
 

@@ -2,6 +2,7 @@
 //! Unix socket. Every error is a stable code with a human message. Requests whose
 //! `Host` is not one of the configured local names are refused (DNS rebinding).
 
+pub mod batch;
 pub mod console;
 mod error;
 pub mod events;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rights::routes())
         .merge(console::routes())
         .merge(verification::routes())
+        .merge(batch::routes())
         .merge(events::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -133,6 +133,19 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<(cryptoki::slot::Slot, TokenIn
     Err(TokenError::TokenNotPresent(label.to_owned()))
 }
 
+/// The slot of the (initialised) token with this serial number.
+fn find_slot_by_serial(ctx: &Pkcs11, serial: &str) -> Result<(cryptoki::slot::Slot, TokenInfo)> {
+    for slot in ctx.get_slots_with_token().map_err(map_error)? {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if info.token_initialized() && info.serial_number().trim() == serial {
+            return Ok((slot, token::token_info_from(slot.id(), &info)));
+        }
+    }
+    Err(TokenError::TokenNotPresent(format!("serial {serial}")))
+}
+
 fn list_blocking(ctx: &Pkcs11) -> Result<Vec<TokenInfo>> {
     let mut out = Vec::new();
     for slot in ctx.get_slots_with_token().map_err(map_error)? {
@@ -197,6 +210,53 @@ impl TokenProvider for Pkcs11Provider {
             let _ = session.logout();
             result?;
             Ok(find_slot(&ctx, &label)?.1)
+        })
+        .await
+    }
+
+    async fn reinit_token(
+        &self,
+        serial: &str,
+        so_pin: &Pin,
+        new_label: &str,
+        new_so_pin: &Pin,
+    ) -> Result<TokenInfo> {
+        if new_label.is_empty() || new_label.len() > 32 {
+            return Err(TokenError::InvalidInput(
+                "token label must be 1..=32 bytes".into(),
+            ));
+        }
+        if new_so_pin.is_empty() {
+            return Err(TokenError::PinInvalid("empty"));
+        }
+        // C_InitToken fails while any session is open on the token: drop ours. Not under
+        // INIT_LOCK: this token is named by serial, so re-initialising many at once is safe.
+        if let Some(cached) = lock(&self.tokens).remove(serial) {
+            cached.pool().forget();
+        }
+        let ctx = self.ctx.clone();
+        let (serial, label) = (serial.to_owned(), new_label.to_owned());
+        let (so, new_so) = (
+            cryptoki::types::AuthPin::from(so_pin.expose()),
+            cryptoki::types::AuthPin::from(new_so_pin.expose()),
+        );
+        run_blocking(self.options.call_timeout, move || {
+            let (slot, _) = find_slot_by_serial(&ctx, &serial)?;
+            if let Ok((_, other)) = find_slot(&ctx, &label) {
+                if other.serial != serial {
+                    return Err(TokenError::TokenExists(label));
+                }
+            }
+            // Checks the current SO PIN once; a wrong one changes nothing on the token.
+            ctx.init_token(slot, &so, &label).map_err(map_error)?;
+            let (slot, _) = find_slot_by_serial(&ctx, &serial)?;
+            let session = ctx.open_rw_session(slot).map_err(map_error)?;
+            session.login(UserType::So, Some(&so)).map_err(map_error)?;
+            let changed = session.set_pin(&so, &new_so).map_err(map_error);
+            let _ = session.logout();
+            drop(session);
+            changed?;
+            Ok(find_slot_by_serial(&ctx, &serial)?.1)
         })
         .await
     }

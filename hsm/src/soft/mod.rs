@@ -110,6 +110,28 @@ impl SoftProvider {
     pub fn dir(&self) -> &Path {
         &self.options.dir
     }
+
+    /// The soft token with this label (cached per label).
+    fn soft_token(&self, label: &str) -> Result<Arc<SoftToken>> {
+        if let Some(token) = lock(&self.tokens).get(label) {
+            return Ok(Arc::clone(token));
+        }
+        let path = token_path(&self.options.dir, label);
+        if !path.exists() {
+            return Err(TokenError::TokenNotPresent(label.to_owned()));
+        }
+        TokenFile::load(&path)?;
+        let token = Arc::new(SoftToken {
+            path,
+            secret: self.options.secret.clone(),
+            distid: self.options.sm2_distid.clone(),
+            state: Mutex::new(()),
+            logged_in: AtomicBool::new(false),
+            signers: Mutex::new(HashMap::new()),
+        });
+        let token = Arc::clone(lock(&self.tokens).entry(label.to_owned()).or_insert(token));
+        Ok(token)
+    }
 }
 
 #[async_trait]
@@ -135,24 +157,7 @@ impl TokenProvider for SoftProvider {
     }
 
     async fn open_token(&self, label: &str) -> Result<Arc<dyn Token>> {
-        if let Some(token) = lock(&self.tokens).get(label) {
-            return Ok(Arc::clone(token) as Arc<dyn Token>);
-        }
-        let path = token_path(&self.options.dir, label);
-        if !path.exists() {
-            return Err(TokenError::TokenNotPresent(label.to_owned()));
-        }
-        TokenFile::load(&path)?;
-        let token = Arc::new(SoftToken {
-            path,
-            secret: self.options.secret.clone(),
-            distid: self.options.sm2_distid.clone(),
-            state: Mutex::new(()),
-            logged_in: AtomicBool::new(false),
-            signers: Mutex::new(HashMap::new()),
-        });
-        let token = Arc::clone(lock(&self.tokens).entry(label.to_owned()).or_insert(token));
-        Ok(token as Arc<dyn Token>)
+        Ok(self.soft_token(label)? as Arc<dyn Token>)
     }
 
     async fn init_token(&self, label: &str, so_pin: &Pin, user_pin: &Pin) -> Result<TokenInfo> {
@@ -179,6 +184,49 @@ impl TokenProvider for SoftProvider {
             serial: info.serial.clone(),
         });
         Ok(info)
+    }
+
+    async fn reinit_token(
+        &self,
+        serial: &str,
+        so_pin: &Pin,
+        new_label: &str,
+        new_so_pin: &Pin,
+    ) -> Result<TokenInfo> {
+        if new_label.is_empty() || new_label.len() > 32 {
+            return Err(TokenError::InvalidInput(
+                "token label must be 1..=32 bytes".into(),
+            ));
+        }
+        check_pin_shape(new_so_pin)?;
+        let old = self
+            .list_tokens()
+            .await?
+            .into_iter()
+            .find(|t| t.serial == serial)
+            .ok_or_else(|| TokenError::TokenNotPresent(format!("serial {serial}")))?;
+        let old_path = token_path(&self.options.dir, &old.label);
+        let new_path = token_path(&self.options.dir, new_label);
+        if old_path != new_path && new_path.exists() {
+            return Err(TokenError::TokenExists(new_label.to_owned()));
+        }
+        let token = self.soft_token(&old.label)?;
+        // One check of the current SO PIN, counted like any other.
+        token.check_pin(UserKind::So, so_pin)?;
+        let max_tries = TokenFile::load(&old_path)?.max_tries;
+        let mut file = TokenFile::new(new_label, max_tries)?;
+        file.serial = serial.to_owned();
+        let kek = Kek::derive(self.options.secret.as_bytes(), &file)?;
+        file.kek_check = kek.check_value(&file)?;
+        file.so_pin = kek.pin_record(new_so_pin.expose())?;
+        file.save(&new_path)?;
+        if old_path != new_path {
+            std::fs::remove_file(&old_path).map_err(|e| TokenError::Store(e.to_string()))?;
+        }
+        lock(&self.tokens).remove(&old.label);
+        token.logged_in.store(false, Ordering::Release);
+        lock(&token.signers).clear();
+        Ok(info_of(&file))
     }
 
     async fn refresh(&self) -> Result<Vec<TokenEvent>> {
