@@ -128,6 +128,7 @@ pub async fn serve(
         verifier,
         binding: Arc::new(open_binding(simulated)),
         hq_recipient: Arc::new(crate::sync::HqRecipient::default()),
+        ca: Arc::new(crate::ca_client::CaLink::with_config(config.ca.clone())),
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();
@@ -405,7 +406,7 @@ fn start_sync(
         store: state.store.clone(),
         signer: state.keys.signer.clone(),
         recipient: state.hq_recipient.clone(),
-        ca: None,
+        ca: Some(state.ca.clone()),
     };
     tracker.spawn(crate::sync::hq_client::run(link, shutdown));
 }

@@ -13,6 +13,7 @@ mod pages;
 pub mod rights;
 pub mod sessions;
 pub mod staff;
+pub mod ukey;
 pub mod verification;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub binding: Arc<verification::Binding>,
     /// HQ's record key for sealing applicant records (set when the link to HQ is up).
     pub hq_recipient: Arc<crate::sync::HqRecipient>,
+    /// The certificate authority (set when the link to HQ/the CA is up).
+    pub ca: Arc<crate::ca_client::CaLink>,
 }
 
 /// Build the API router.
@@ -64,11 +67,12 @@ pub fn router(state: AppState) -> Router {
         .merge(face::routes())
         .merge(pages::routes())
         .merge(staff::routes())
+        .merge(batch::routes())
         .merge(rights::routes())
         .merge(console::routes())
         .merge(verification::routes())
-        .merge(batch::routes())
         .merge(events::routes())
+        .merge(ukey::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(guard::json_errors))

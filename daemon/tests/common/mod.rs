@@ -21,6 +21,11 @@ pub struct Kioskd {
 impl Kioskd {
     /// Start kioskd on `data_dir` with `config` (TOML text, may be empty) and wait until it serves.
     pub fn start(data_dir: &Path, config: &str) -> Self {
+        Self::start_with_env(data_dir, config, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables (e.g. `SOFTHSM2_CONF`).
+    pub fn start_with_env(data_dir: &Path, config: &str, env: &[(&str, &Path)]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let cfg = data_dir.join("kioskd-test.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -33,6 +38,7 @@ impl Kioskd {
             .arg("json")
             .env("KIOSKD_API_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
