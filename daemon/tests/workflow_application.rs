@@ -353,3 +353,276 @@ fn wrong_pins_lock_out_an_absent_ukey_is_named_and_a_cancel_leaves_nothing() {
     let logs = k.stop();
     assert_logs_clean(&logs, &[USER_PIN]);
 }
+
+/// The embedded defaults: a simulated soft UKEY inserted through the simulator endpoint.
+const SOFT_UKEY_CONFIG: &str = r#"
+[kiosk]
+id = "kiosk-e2e-soft"
+
+[hq]
+mode = "local"
+batch_records = 50
+retry_min_ms = 100
+retry_max_ms = 1000
+"#;
+
+#[test]
+fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revokes_it() {
+    let dir = data_dir();
+    let k = Kioskd::start(dir.path(), SOFT_UKEY_CONFIG);
+    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
+        k.logs().iter().any(|l| l.contains("CA link ready"))
+    });
+    let seed = matching_seed();
+    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, None);
+    assert_eq!(status, 201, "{inserted}");
+    let pin = inserted["initial_pin"].as_str().unwrap().to_string();
+    let (id, token) = verified_applicant(&k, seed);
+    let (status, issued) = post(
+        &k,
+        &format!("/v1/sessions/{id}/ukey"),
+        &token,
+        json!({ "pin": pin }),
+    );
+    assert_eq!(status, 200, "{issued}");
+    let first_serial = issued["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+
+    // Certificate use: sign a document; the signature verifies with the certificate's key.
+    let (id, token) = open_session(&k, "certificate_use");
+    consent(&k, &id, &token, json!(["pin"]));
+    let document = "合同 #42: the holder agrees".as_bytes();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, document);
+    let path = format!("/v1/sessions/{id}/sign");
+    let (status, body) = post(
+        &k,
+        &path,
+        &token,
+        json!({ "pin": "999999", "document_b64": b64 }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["details"]["retries_left"].as_u64().is_some());
+    let (status, signed) = post(
+        &k,
+        &path,
+        &token,
+        json!({ "pin": pin, "document_b64": b64 }),
+    );
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["certificate_serial"], first_serial.as_str());
+    let sig = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        signed["signature_b64"].as_str().unwrap(),
+    )
+    .unwrap();
+    let cert_pem = fetch_certificate_pem(&dir.path().join("ukeys"), &first_serial);
+    openssl_verifies(dir.path(), &cert_pem, document, &sig);
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+
+    // Lifecycle, each action after the holder read their card and was verified again.
+    let lifecycle = |action: &str, extra: serde_json::Value| -> serde_json::Value {
+        let (id, token) = open_session(&k, "lifecycle");
+        consent(&k, &id, &token, json!(["id_number"]));
+        assert_eq!(
+            k.call(
+                "POST",
+                "/v1/sim/idcard",
+                None,
+                Some(json!({ "seed": seed }))
+            )
+            .0,
+            204
+        );
+        assert_eq!(
+            post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({})).0,
+            200
+        );
+        let (status, body) = post(
+            &k,
+            &format!("/v1/sessions/{id}/verification"),
+            &token,
+            json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut req = json!({ "pin": pin });
+        if let Some(reason) = extra.get("reason") {
+            req["reason"] = reason.clone();
+        }
+        let (status, body) = post(
+            &k,
+            &format!("/v1/sessions/{id}/certificate/{action}"),
+            &token,
+            req,
+        );
+        assert_eq!(status, 200, "{action}: {body}");
+        assert_eq!(
+            k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+                .0,
+            204
+        );
+        body
+    };
+    assert_eq!(lifecycle("suspend", json!({}))["status"], "held");
+    assert_eq!(lifecycle("resume", json!({}))["status"], "good");
+    let renewed = lifecycle("renew", json!({}));
+    let second_serial = renewed["serial"].as_str().unwrap().to_string();
+    assert_ne!(
+        second_serial, first_serial,
+        "renewal issues a new certificate"
+    );
+    let revoked = lifecycle("revoke", json!({ "reason": "keyCompromise" }));
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["serial"], second_serial.as_str());
+
+    // Someone else cannot act on this UKEY's certificate: their verified identity differs.
+    let other = (seed + 1..400)
+        .find(|s| {
+            fixtures::resident_text(*s)
+                .identity_number()
+                .expose()
+                .chars()
+                .last()
+                .and_then(|c| c.to_digit(10))
+                .is_some_and(|d| d % 2 == 0)
+        })
+        .unwrap();
+    let (id, token) = open_session(&k, "lifecycle");
+    consent(&k, &id, &token, json!(["id_number"]));
+    assert_eq!(
+        k.call(
+            "POST",
+            "/v1/sim/idcard",
+            None,
+            Some(json!({ "seed": other }))
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({})).0,
+        200
+    );
+    let (status, _) = post(
+        &k,
+        &format!("/v1/sessions/{id}/verification"),
+        &token,
+        json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        &k,
+        &format!("/v1/sessions/{id}/certificate/suspend"),
+        &token,
+        json!({ "pin": pin }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "not_holder");
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+
+    // HQ learns every certificate event (issued, suspended, resumed, renewed, revoked).
+    wait_for("the outbox to drain", Duration::from_secs(120), || {
+        backlog(&k) == 0
+    });
+    let rows = hq_records(&local_hq_db(dir.path()), "kiosk-e2e-soft");
+    let events = rows.iter().filter(|r| r.1.contains("certificate")).count();
+    assert_eq!(
+        events,
+        5,
+        "{:?}",
+        rows.iter().map(|r| &r.1).collect::<Vec<_>>()
+    );
+
+    // Pulled: the kiosk says so.
+    assert_eq!(k.call("DELETE", "/v1/sim/ukey", None, None).0, 204);
+    let (id, token) = open_session(&k, "certificate_use");
+    let (_, ukey) = k.call(
+        "GET",
+        &format!("/v1/sessions/{id}/ukey"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(ukey["present"], false, "{ukey}");
+    let logs = k.stop();
+    let text = fixtures::resident_text(seed);
+    assert_logs_clean(
+        &logs,
+        &[
+            text.name().expose(),
+            text.identity_number().expose(),
+            "13900139000",
+        ],
+    );
+}
+
+/// The certificate a soft UKEY holds, as PEM (read from the token file's public parts by the
+/// hsm crate, the same way kioskctl does).
+fn fetch_certificate_pem(ukey_dir: &Path, serial: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let provider = hsm::soft::SoftProvider::open(hsm::soft::SoftOptions {
+            dir: ukey_dir.to_path_buf(),
+            secret: zeroize::Zeroizing::new("kioskd-demo-soft-ukey-secret".into()),
+            sm2_distid: "1234567812345678".into(),
+            max_tries: 10,
+        })
+        .unwrap();
+        use hsm::TokenProvider as _;
+        let tokens = provider.list_tokens().await.unwrap();
+        let token = provider.open_token(&tokens[0].label).await.unwrap();
+        let der = token
+            .read_certificate("holder-sign")
+            .await
+            .unwrap()
+            .unwrap();
+        let parsed = hsm::csr::parse_certificate(&der).unwrap();
+        assert_eq!(parsed.serial_hex.replace(':', "").to_lowercase(), serial);
+        pem::encode(&pem::Pem::new("CERTIFICATE", der))
+    })
+}
+
+/// `openssl` (an independent implementation) verifies the DER signature over `document`.
+fn openssl_verifies(dir: &Path, cert_pem: &str, document: &[u8], signature_der: &[u8]) {
+    let cert = dir.join("holder.pem");
+    let key = dir.join("holder-pub.pem");
+    let doc = dir.join("document.bin");
+    let sig = dir.join("document.sig");
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&doc, document).unwrap();
+    std::fs::write(&sig, signature_der).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&key, &out.stdout).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&key)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

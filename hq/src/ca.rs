@@ -726,19 +726,11 @@ impl CaService {
     ) -> Result<Vec<u8>, CaError> {
         let csr = verify_csr(csr_der)?;
         let mut client = self.pool.get().await?;
-        let digest = csr.digest.to_vec();
-        if let Some(row) = client
-            .query_opt(
-                "SELECT certificate FROM ca_certificates WHERE csr_digest = $1",
-                &[&digest],
-            )
-            .await?
-        {
-            return Ok(row.get(0));
-        }
-        let tx = client.transaction().await?;
+        // A re-enrollment replaces the subject's current certificate; its idempotency key names
+        // that certificate too, so a retry gets the same answer while a later renewal with the
+        // same key (ECDSA CSRs may be byte-identical) gets a new certificate.
         let replaces: Option<String> = if reenroll {
-            let row = tx
+            let row = client
                 .query_opt(
                     "SELECT serial_hex FROM ca_certificates
                      WHERE subject_der = $1 AND status <> 'revoked' AND not_after > now()
@@ -751,6 +743,27 @@ impl CaService {
         } else {
             None
         };
+        let digest = match &replaces {
+            None => csr.digest.to_vec(),
+            Some(old) => {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                h.update(b"reenroll\0");
+                h.update(csr.digest);
+                h.update(old.as_bytes());
+                h.finalize().to_vec()
+            }
+        };
+        if let Some(row) = client
+            .query_opt(
+                "SELECT certificate FROM ca_certificates WHERE csr_digest = $1",
+                &[&digest],
+            )
+            .await?
+        {
+            return Ok(row.get(0));
+        }
+        let tx = client.transaction().await?;
         let serial = random_serial()?;
         let serial_hex = hex::encode(serial);
         let issuer = self.issuer.clone();
