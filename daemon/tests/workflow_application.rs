@@ -626,3 +626,110 @@ fn openssl_verifies(dir: &Path, cert_pem: &str, document: &[u8], signature_der: 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn with_hq_down_the_application_completes_and_its_record_syncs_later() {
+    const KIOSK: &str = "kiosk-e2e-offline";
+    let bin = hq_ingest();
+    let dir = data_dir();
+    let pki = hq_ingest::dev_pki::generate(&dir.path().join("pki")).unwrap();
+    let (cert, key) = pki.kiosk_files(KIOSK).unwrap();
+    let (ca_cert, ca_key) = pki.issuing_ca().unwrap();
+    let (hq_port, ca_port) = (free_port(), free_port());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = hq_ingest::pg_cluster::TempCluster::start().unwrap();
+    let db = rt.block_on(cluster.create_database("hq")).unwrap();
+    // The CA is its own service; HQ's ingest is down.
+    let _ca = serve_with(
+        &bin,
+        &db,
+        &pki,
+        ca_port,
+        &[
+            "--ca-cert".as_ref(),
+            ca_cert.as_os_str(),
+            "--ca-key".as_ref(),
+            ca_key.as_os_str(),
+        ],
+    );
+    let config = format!(
+        r#"
+[kiosk]
+id = "{KIOSK}"
+
+[hq]
+mode = "remote"
+url = "https://127.0.0.1:{hq_port}"
+ca_cert = "{}"
+client_cert = "{}"
+client_key = "{}"
+record_key = "{}"
+batch_records = 50
+retry_min_ms = 100
+retry_max_ms = 400
+
+[ca]
+url = "https://127.0.0.1:{ca_port}"
+"#,
+        pki.ca_cert.display(),
+        cert.display(),
+        key.display(),
+        pki.record_public.display()
+    );
+    let k = Kioskd::start(&dir.path().join("kiosk"), &config);
+    wait_for("the CA link", Duration::from_secs(60), || {
+        k.logs().iter().any(|l| l.contains("CA link ready"))
+    });
+    let registered = Command::new(&bin)
+        .args(["register-kiosk", "--database-url", &db, "--kiosk-id", KIOSK])
+        .arg("--public-key")
+        .arg(k.data_dir.join("kiosk-device-key.json"))
+        .output()
+        .unwrap();
+    assert!(registered.status.success());
+
+    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, None);
+    assert_eq!(status, 201, "{inserted}");
+    let (id, token) = verified_applicant(&k, matching_seed());
+    let (status, issued) = post(
+        &k,
+        &format!("/v1/sessions/{id}/ukey"),
+        &token,
+        json!({ "pin": inserted["initial_pin"] }),
+    );
+    assert_eq!(
+        status, 200,
+        "the application completes with HQ down: {issued}"
+    );
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+    wait_for("a failed send", Duration::from_secs(30), || {
+        k.logs().iter().any(|l| l.contains("sync to HQ failed"))
+    });
+    assert_eq!(backlog(&k), 2, "the record and the certificate event wait");
+    // The clear copy left with the session; the outbox holds the minimized, sealed record.
+    assert_eq!(kiosk_personal_fields(&k.data_dir), 0);
+
+    let _hq = serve(&bin, &db, &pki, hq_port);
+    wait_for("the backlog to drain", Duration::from_secs(120), || {
+        backlog(&k) == 0
+    });
+    let rows = hq_records(&db, KIOSK);
+    let applicants = assert_exactly_once(&rows, 1);
+    assert_only_allowed(&applicants, &pki.record_key);
+    k.stop();
+}

@@ -380,8 +380,20 @@ async fn cancel(
     // Close first: a step still running sees the session gone when it takes
     // the store lock, and stores nothing; then purge what was stored before.
     state.sessions.close(&session.id);
-    discard_session(&state, &session.id, "cancelled").await?;
-    tracing::info!(session = %session.id, "applicant session cancelled");
+    // A finished application already put its minimized, sealed record in the outbox: the
+    // clear copy is not needed any longer, whatever the reason the session ends.
+    let reason = if state
+        .memory
+        .progress(&session.id)
+        .done
+        .contains(&Step::Done)
+    {
+        "completed"
+    } else {
+        "cancelled"
+    };
+    discard_session(&state, &session.id, reason).await?;
+    tracing::info!(session = %session.id, reason, "applicant session closed");
     Ok(StatusCode::NO_CONTENT)
 }
 

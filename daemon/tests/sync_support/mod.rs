@@ -200,6 +200,17 @@ pub fn backlog(k: &super::common::Kioskd) -> u64 {
 
 /// `hq-ingest serve` on `port` with the demo PKI; returns once it listens.
 pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) -> HqServe {
+    serve_with(bin, db, pki, port, &[])
+}
+
+/// [`serve`] with extra arguments (e.g. `--ca-cert`/`--ca-key` to serve the CA too).
+pub fn serve_with(
+    bin: &Path,
+    db: &str,
+    pki: &hq_ingest::dev_pki::DevPki,
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+) -> HqServe {
     let mut child = Command::new(bin)
         .arg("serve")
         .args(["--database-url", db])
@@ -214,6 +225,7 @@ pub fn serve(bin: &Path, db: &str, pki: &hq_ingest::dev_pki::DevPki, port: u16) 
         .arg(&pki.record_key)
         .arg("--witness-key")
         .arg(&pki.witness_key)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
