@@ -147,6 +147,32 @@ fn verified_applicant(k: &Kioskd, seed: u32) -> (String, String) {
     (id, token)
 }
 
+/// A session for `service` whose applicant read card `seed` and passed the carrier check.
+fn card_and_carrier(k: &Kioskd, service: &str, seed: u32) -> (String, String) {
+    let (id, token) = open_session(k, service);
+    consent(k, &id, &token, json!(["id_number"]));
+    assert_eq!(
+        k.call(
+            "POST",
+            "/v1/sim/idcard",
+            None,
+            Some(json!({ "seed": seed }))
+        )
+        .0,
+        204
+    );
+    let (status, body) = post(k, &format!("/v1/sessions/{id}/idcard"), &token, json!({}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        k,
+        &format!("/v1/sessions/{id}/verification"),
+        &token,
+        json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    (id, token)
+}
+
 #[test]
 fn an_applicant_gets_a_certificate_on_their_ukey_and_hq_gets_only_the_minimized_record() {
     let hq_bin = hq_ingest();
@@ -432,29 +458,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
 
     // Lifecycle, each action after the holder read their card and was verified again.
     let lifecycle = |action: &str, extra: serde_json::Value| -> serde_json::Value {
-        let (id, token) = open_session(&k, "lifecycle");
-        consent(&k, &id, &token, json!(["id_number"]));
-        assert_eq!(
-            k.call(
-                "POST",
-                "/v1/sim/idcard",
-                None,
-                Some(json!({ "seed": seed }))
-            )
-            .0,
-            204
-        );
-        assert_eq!(
-            post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({})).0,
-            200
-        );
-        let (status, body) = post(
-            &k,
-            &format!("/v1/sessions/{id}/verification"),
-            &token,
-            json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
-        );
-        assert_eq!(status, 200, "{body}");
+        let (id, token) = card_and_carrier(&k, "lifecycle", seed);
         let mut req = json!({ "pin": pin });
         if let Some(reason) = extra.get("reason") {
             req["reason"] = reason.clone();
@@ -497,29 +501,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
                 .is_some_and(|d| d % 2 == 0)
         })
         .unwrap();
-    let (id, token) = open_session(&k, "lifecycle");
-    consent(&k, &id, &token, json!(["id_number"]));
-    assert_eq!(
-        k.call(
-            "POST",
-            "/v1/sim/idcard",
-            None,
-            Some(json!({ "seed": other }))
-        )
-        .0,
-        204
-    );
-    assert_eq!(
-        post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({})).0,
-        200
-    );
-    let (status, _) = post(
-        &k,
-        &format!("/v1/sessions/{id}/verification"),
-        &token,
-        json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
-    );
-    assert_eq!(status, 200);
+    let (id, token) = card_and_carrier(&k, "lifecycle", other);
     let (status, body) = post(
         &k,
         &format!("/v1/sessions/{id}/certificate/suspend"),

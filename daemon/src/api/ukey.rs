@@ -241,7 +241,7 @@ struct PinBody {
 }
 
 /// The session's card items (read audited) and the subject's keyed digest.
-async fn holder_values(
+pub(crate) async fn holder_values(
     state: &AppState,
     session: &ApplicantSession,
 ) -> Result<(String, [u8; 32], Vec<Personal>), ApiError> {

@@ -26,7 +26,6 @@ use crate::audit::Actor;
 use crate::privacy::Personal;
 use crate::privacy::consent::Ledger;
 use crate::session::ApplicantSession;
-use crate::store::subjects::Subjects;
 use crate::verify::handover::{HandoverContext, record_attempt};
 use crate::verify::{Field, PersonalBytes, Verdict, VerificationRequest, VerifyError};
 use crate::workflow::plan::{self, Step, TYPED_ITEMS};
@@ -272,46 +271,18 @@ async fn verification(
     let st = state.clone();
     let s = session.clone();
     let m = method.clone();
-    let (card_items, subject) = blocking(move || {
-        let mut conn = st.store.conn()?;
+    blocking(move || {
+        let conn = st.store.conn()?;
         let ledger = Ledger {
             catalog: &st.catalog,
             session: &s.id,
         };
         crate::verify::require_consents(&ledger, &conn, &s.service, &m)?;
-        let subject_id = Subjects::of_session(&conn, &s.id)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "step_out_of_order",
-                    "read the ID card first",
-                )
-            })?;
-        let subjects = Subjects {
-            catalog: &st.catalog,
-            keys: st.keys.vault.as_ref(),
-            cipher: st.config.store.cipher.into(),
-        };
-        let tx = conn.transaction()?;
-        let items = subjects
-            .read(&tx, now_ms(), &Actor::Applicant(s.id.clone()), &subject_id)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let id_number = items.iter().find(|p| p.item() == "id_number").cloned();
-        let digest = match &id_number {
-            Some(n) => Some(subjects.digest_of(n).map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "token_unavailable",
-                    e.to_string(),
-                )
-            })?),
-            None => None,
-        };
-        tx.commit()?;
-        Ok((items, digest))
+        Ok(())
     })
     .await?;
+    let (_, digest, card_items) = super::ukey::holder_values(&state, &session).await?;
+    let subject = Some(digest);
     let mut request = VerificationRequest::new(method.clone());
     let declared = state
         .catalog
