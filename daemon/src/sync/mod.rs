@@ -18,7 +18,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Actor, AuditEvent};
-use crate::retention;
 use crate::store::outbox;
 use crate::store::subjects::Subjects;
 use crate::store::{Store, StoreError};
@@ -259,8 +258,15 @@ impl Sender {
         let mut conn = self.store.conn()?;
         let tx = conn.transaction()?;
         let subjects = outbox::ack_through(&tx, sealed.last_seq, at)?;
+        // Nothing personal outlives its safe delivery: the purge commits with the ack (one
+        // transaction and one fsync per batch, not one per applicant). Subjects acknowledged
+        // before a crash under older versions are left to the periodic retention sweep.
+        let mut purged = 0;
         for s in &subjects {
             Subjects::mark_acked(&tx, s, at)?;
+            if Subjects::purge(&tx, at, &Actor::System, s, "hq_acknowledged")? {
+                purged += 1;
+            }
         }
         for c in &ack.cosignatures {
             tx.execute(
@@ -293,8 +299,6 @@ impl Sender {
             },
         )?;
         tx.commit()?;
-        // Nothing personal outlives its safe delivery.
-        let purged = retention::sweep(&mut conn, at)?.purged_subjects;
         Ok(purged)
     }
 
