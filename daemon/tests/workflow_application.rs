@@ -715,3 +715,118 @@ url = "https://127.0.0.1:{ca_port}"
     assert_only_allowed(&applicants, &pki.record_key);
     k.stop();
 }
+
+#[test]
+fn an_enterprise_agent_is_verified_as_an_individual_and_a_card_pulled_mid_read_leaves_nothing() {
+    let dir = data_dir();
+    let k = Kioskd::start(dir.path(), SOFT_UKEY_CONFIG);
+    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
+        k.logs().iter().any(|l| l.contains("CA link ready"))
+    });
+    let seed = matching_seed();
+
+    // The card leaves the reader mid-read: a clear code, nothing stored, the step can be redone.
+    let (id, token) = open_session(&k, "enterprise_cert_application");
+    consent(&k, &id, &token, json!(["id_number"]));
+    let pulled = json!({ "seed": seed, "pull_during_read": true });
+    assert_eq!(k.call("POST", "/v1/sim/idcard", None, Some(pulled)).0, 204);
+    let (status, body) = post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "card_removed");
+    assert_eq!(kiosk_personal_fields(dir.path()), 0);
+    assert_eq!(
+        k.call(
+            "POST",
+            "/v1/sim/idcard",
+            None,
+            Some(json!({ "seed": seed }))
+        )
+        .0,
+        204
+    );
+    let (status, body) = post(&k, &format!("/v1/sessions/{id}/idcard"), &token, json!({}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &k,
+        &format!("/v1/sessions/{id}/verification"),
+        &token,
+        json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // No UKEY before the enterprise is declared; a bad credit code is refused.
+    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, None);
+    assert_eq!(status, 201, "{inserted}");
+    let pin = json!({ "pin": inserted["initial_pin"] });
+    let (status, body) = post(&k, &format!("/v1/sessions/{id}/ukey"), &token, pin.clone());
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["details"]["missing"], "enterprise");
+    let mut declared = json!({
+        "enterprise_name": "示例科技有限公司",
+        "credit_code": "91350100M000100Y44",
+        "legal_rep_name": "测试乙",
+    });
+    let code = (0..31)
+        .map(|i| {
+            format!(
+                "91350100M000100Y4{}",
+                &"0123456789ABCDEFGHJKLMNPQRTUWXY"[i..i + 1]
+            )
+        })
+        .find(|c| kioskd::api::enterprise::is_credit_code(c))
+        .unwrap();
+    let wrong = if code.ends_with('0') {
+        "91350100M000100Y41"
+    } else {
+        "91350100M000100Y40"
+    };
+    declared["credit_code"] = json!(wrong);
+    let path = format!("/v1/sessions/{id}/enterprise");
+    let (status, body) = post(&k, &path, &token, declared.clone());
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["item"], "credit_code");
+    declared["credit_code"] = json!(code);
+    let (status, body) = post(&k, &path, &token, declared);
+    assert_eq!(status, 200, "{body}");
+    let (status, issued) = post(&k, &format!("/v1/sessions/{id}/ukey"), &token, pin);
+    assert_eq!(status, 200, "{issued}");
+    assert!(
+        issued["certificate"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("O=示例科技有限公司")
+    );
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+
+    // HQ gets the enterprise's fields as the catalog says (name and code plain, the
+    // representative sealed), with the agent's record.
+    wait_for("the outbox to drain", Duration::from_secs(120), || {
+        backlog(&k) == 0
+    });
+    let rows = hq_records(&local_hq_db(dir.path()), "kiosk-e2e-soft");
+    let applicants = assert_exactly_once(&rows, 1);
+    assert_eq!(applicants[0].service, "enterprise_cert_application");
+    let items = items_of(&applicants[0]);
+    for needed in [
+        "enterprise_name",
+        "credit_code",
+        "legal_rep_name",
+        "name",
+        "certificate",
+    ] {
+        assert!(
+            items.iter().any(|i| i == needed),
+            "{needed} missing from {items:?}"
+        );
+    }
+    assert_only_allowed(
+        &applicants,
+        &dir.path().join("hq-local/pki/hq-record-key.hex"),
+    );
+    let logs = k.stop();
+    assert_logs_clean(&logs, &["测试乙", "13900139000"]);
+}

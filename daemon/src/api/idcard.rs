@@ -213,6 +213,9 @@ struct SimCard {
     seed: u32,
     /// Override the synthetic birth date (`YYYY-MM-DD`), e.g. to present a minor.
     birth_date: Option<String>,
+    /// The card leaves the field during the next read (a card pulled mid-read).
+    #[serde(default)]
+    pull_during_read: bool,
 }
 
 fn default_layout() -> String {
@@ -272,6 +275,9 @@ async fn sim_present(
         }
     }
     sim.present_card(fixtures::card(text, req.seed));
+    if req.pull_during_read {
+        sim.with(|s| s.faults.remove_card_during_next_read = true);
+    }
     state.events.device("idcard", true);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod console;
+pub mod enterprise;
 mod error;
 pub mod events;
 pub mod face;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(verification::routes())
         .merge(events::routes())
         .merge(ukey::routes())
+        .merge(enterprise::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(guard::json_errors))

@@ -328,6 +328,20 @@ async fn issue(
         ));
     }
     require_ready(&state, &session, Step::Ukey)?;
+    if session.service == crate::workflow::plan::ENTERPRISE_SERVICE
+        && !state
+            .memory
+            .progress(&session.id)
+            .done
+            .contains(&Step::Enterprise)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "step_out_of_order",
+            "declare the enterprise's fields first",
+        )
+        .with_details(json!({ "missing": "enterprise" })));
+    }
     // Everything that can be missing is checked before the token is touched.
     let recipient = state.hq_recipient.get(LINK_WAIT).await.ok_or_else(|| {
         ApiError::new(
@@ -338,6 +352,8 @@ async fn issue(
     })?;
     let ca = state.ca.client(LINK_WAIT).await.map_err(ca_error)?;
     let (subject_id, digest, mut values) = holder_values(&state, &session).await?;
+    // What the applicant typed or declared (mobile, the enterprise's fields) goes with it.
+    values.extend(state.memory.typed(&session.id));
     let subject = issuance::subject_name(&values, &digest).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -374,7 +390,6 @@ async fn issue(
     let _ = token.logout().await;
     let (cert, form, signature, algorithm) = result?;
 
-    values.extend(state.memory.typed(&session.id));
     values.push(Personal::new(
         "certificate",
         base64::engine::general_purpose::STANDARD.encode(&cert.der),
@@ -664,6 +679,34 @@ async fn sign(
     })))
 }
 
+/// Revocation reasons the CA takes (RFC 5280 names).
+pub const REVOCATION_REASONS: [&str; 5] = [
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+];
+
+/// The revocation reason of a lifecycle request (`unspecified` when absent), checked before
+/// anything is done: an unknown one is the applicant's mistake, not a CA failure.
+fn revocation_reason(reason: Option<&str>) -> Result<&'static str, ApiError> {
+    let Some(given) = reason else {
+        return Ok("unspecified");
+    };
+    REVOCATION_REASONS
+        .iter()
+        .copied()
+        .find(|r| *r == given)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_reason",
+                format!("the reason is one of {}", REVOCATION_REASONS.join(", ")),
+            )
+        })
+}
+
 #[derive(Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 #[serde(deny_unknown_fields)]
 struct LifecycleBody {
@@ -695,6 +738,7 @@ async fn lifecycle(
             "the action is one of renew, revoke, suspend, resume",
         ));
     }
+    let reason = revocation_reason(body.reason.as_deref())?;
     require_ready(&state, &session, Step::Lifecycle)?;
     let ca = state.ca.client(LINK_WAIT).await.map_err(ca_error)?;
     let (_, digest, values) = holder_values(&state, &session).await?;
@@ -714,16 +758,7 @@ async fn lifecycle(
     )
     .await?;
     let label = state.config.ukey.key_label.clone();
-    let done = lifecycle_on_token(
-        &token,
-        &ca,
-        &label,
-        &action,
-        &digest,
-        &subject,
-        body.reason.take(),
-    )
-    .await;
+    let done = lifecycle_on_token(&token, &ca, &label, &action, &digest, &subject, reason).await;
     let _ = token.logout().await;
     let (serial, status, not_after, kind) = done?;
     let st = state.clone();
@@ -769,7 +804,7 @@ async fn lifecycle_on_token(
     action: &str,
     digest: &[u8; 32],
     subject: &str,
-    reason: Option<String>,
+    reason: &str,
 ) -> Result<(String, &'static str, i64, CertificateEventKind), ApiError> {
     let cert = token
         .read_certificate(label)
@@ -817,8 +852,7 @@ async fn lifecycle_on_token(
             ))
         }
         "revoke" => {
-            let reason = reason.unwrap_or_else(|| "unspecified".into());
-            ca.revoke(&serial, &reason).await.map_err(ca_error)?;
+            ca.revoke(&serial, reason).await.map_err(ca_error)?;
             Ok((
                 serial,
                 "revoked",
@@ -896,10 +930,32 @@ async fn sim_pull(State(state): State<AppState>) -> Result<StatusCode, ApiError>
     {
         let name = entry.file_name();
         if name.to_string_lossy().ends_with(".token.json") {
-            std::fs::rename(entry.path(), pulled.join(&name))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            match std::fs::rename(entry.path(), pulled.join(&name)) {
+                // Pulled meanwhile by a concurrent request: gone is what was asked.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| ApiError::internal(e.to_string()))?,
+            }
         }
     }
     state.events.device("ukey", false);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_reason_defaults_to_unspecified_and_refuses_unknown_names() {
+        assert_eq!(revocation_reason(None).unwrap(), "unspecified");
+        assert_eq!(
+            revocation_reason(Some("keyCompromise")).unwrap(),
+            "keyCompromise"
+        );
+        for bad in ["", "KEYCOMPROMISE", "certificateHold", "removeFromCRL", "x"] {
+            let e = revocation_reason(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+            assert_eq!(e.code, "invalid_reason", "{bad:?}");
+        }
+    }
 }

@@ -29,6 +29,15 @@ pub enum IssuanceError {
     Audit(#[from] audit::AuditError),
 }
 
+/// A value that can stand in an RFC 4514 string without escaping.
+fn is_plain_rdn(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && !v
+            .chars()
+            .any(|c| matches!(c, ',' | '+' | '=' | '"' | '\\' | '<' | '>' | ';'))
+}
+
 /// The certificate subject for the holder: their name, the keyed digest of their ID number
 /// as `serialNumber` (never the number itself) and the country.
 pub fn subject_name(
@@ -40,14 +49,16 @@ pub fn subject_name(
         .find(|p| p.item() == "name")
         .ok_or(IssuanceError::Missing("name"))?;
     let n = name.expose();
-    if n.is_empty()
-        || n.chars()
-            .any(|c| matches!(c, ',' | '+' | '=' | '"' | '\\' | '<' | '>' | ';'))
-    {
+    if !is_plain_rdn(n) {
         return Err(IssuanceError::UnusableName);
     }
+    let organization = match values.iter().find(|p| p.item() == "enterprise_name") {
+        Some(o) if is_plain_rdn(o.expose()) => format!(",O={}", o.expose()),
+        Some(_) => return Err(IssuanceError::UnusableName),
+        None => String::new(),
+    };
     Ok(format!(
-        "CN={n},serialNumber={},C=CN",
+        "CN={n},serialNumber={}{organization},C=CN",
         hex::encode(&subject_digest[..16])
     ))
 }

@@ -17,6 +17,8 @@ pub enum Step {
     Face,
     Fingerprint,
     Verification,
+    /// An enterprise applicant's agent declares the enterprise's fields.
+    Enterprise,
     Ukey,
     Sign,
     Lifecycle,
@@ -32,6 +34,7 @@ impl Step {
             Step::Face => "face",
             Step::Fingerprint => "fingerprint",
             Step::Verification => "verification",
+            Step::Enterprise => "enterprise",
             Step::Ukey => "ukey",
             Step::Sign => "sign",
             Step::Lifecycle => "lifecycle",
@@ -40,6 +43,12 @@ impl Step {
         }
     }
 }
+
+/// The service whose applicant is an enterprise, represented by a verified agent.
+pub const ENTERPRISE_SERVICE: &str = "enterprise_cert_application";
+
+/// The enterprise's fields, taken as the agent declares them.
+pub const ENTERPRISE_ITEMS: [&str; 3] = ["enterprise_name", "credit_code", "legal_rep_name"];
 
 /// Items a verification method asks the applicant to type (the rest come from the card or
 /// the camera).
@@ -60,6 +69,9 @@ pub fn steps(service: &str, face: bool, fingerprint: bool) -> Vec<Step> {
                 plan.push(Step::Fingerprint);
             }
             plan.push(Step::Verification);
+            if service == ENTERPRISE_SERVICE {
+                plan.push(Step::Enterprise);
+            }
             plan.push(match service {
                 "lifecycle" => Step::Lifecycle,
                 "rights_request" => Step::Rights,
@@ -131,6 +143,7 @@ pub fn asks(catalog: &Catalog, service: &str, step: Step) -> Vec<Ask> {
 pub fn ready_for(step: Step, done: &BTreeSet<Step>) -> Result<(), Step> {
     let needs: &[Step] = match step {
         Step::Face | Step::Fingerprint | Step::Verification => &[Step::Idcard],
+        Step::Enterprise => &[Step::Idcard, Step::Verification],
         Step::Ukey | Step::Lifecycle | Step::Rights => &[Step::Idcard, Step::Verification],
         _ => &[],
     };
@@ -183,5 +196,10 @@ mod tests {
                 .all(|a| a.purpose.contains("carrier") || a.purpose.contains("bank"))
         );
         assert!(super::asks(&catalog, "cert_application", Step::Idcard).is_empty());
+        let enterprise = steps(ENTERPRISE_SERVICE, false, false);
+        let at = |s: Step| enterprise.iter().position(|x| *x == s).unwrap();
+        assert!(
+            at(Step::Verification) < at(Step::Enterprise) && at(Step::Enterprise) < at(Step::Ukey)
+        );
     }
 }
