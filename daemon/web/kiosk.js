@@ -77,8 +77,9 @@ const TEXT = {
     "pin-final": "注意：再输错一次 PIN 将被锁定。", "pin-locked": "PIN 已锁定，无法继续。请联系工作人员解锁 UKEY。",
     "pin-short": "PIN 至少 6 位。", "ukey-removed": "UKEY 被拔出，请重新插入。",
     "progress-bar": "办理进度", "work-busy": "正在办理，请勿拔出 UKEY……",
-    "ph-generating_key": "正在 UKEY 中生成密钥……", "ph-csr": "正在生成证书请求……", "ph-ca": "正在向 CA 申请证书……",
-    "ph-writing": "正在写入证书……", "ph-signing": "正在签署申请表……", "ph-queued": "正在保存记录……", "ph-done": "完成。",
+    // Phases of the issuance as the events stream names them (daemon/src/api/ukey.rs).
+    "ph-generating_key": "正在 UKEY 中生成密钥……", "ph-requesting_certificate": "正在向 CA 申请证书……",
+    "ph-writing_certificate": "正在写入证书……", "ph-signing_form": "正在签署申请表……", "ph-done": "完成。",
     "ca-unavailable": "证书服务暂时不可用，请稍后重试或联系工作人员。",
     sign: "签署文件", "sign-intro": "请选择要签署的文件。签名由您 UKEY 中的私钥生成，私钥不会离开 UKEY。",
     "doc-form": "示例：业务申请表", "doc-contract": "示例：服务协议",
@@ -94,6 +95,8 @@ const TEXT = {
     "o-form": "申请表签名", "o-verified": "已验证", "o-status": "证书状态", "o-request": "请求编号", "o-due": "答复期限",
     "st-good": "有效", "st-held": "已挂起", "st-revoked": "已吊销",
     "card-summary": "身份证信息",
+    // Coded values the card and the daemon give in English.
+    "v-male": "男", "v-female": "女",
     "step-error": "这一步暂时无法完成：{msg}",
     offline: "暂时无法连接服务，请稍后再试或联系工作人员。",
   },
@@ -167,8 +170,8 @@ const TEXT = {
     "pin-final": "Careful: one more wrong PIN locks it.", "pin-locked": "The PIN is locked. Please ask the staff to unblock the UKEY.",
     "pin-short": "The PIN has at least 6 digits.", "ukey-removed": "The UKEY was removed. Please insert it again.",
     "progress-bar": "Progress", "work-busy": "Working. Do not remove the UKEY…",
-    "ph-generating_key": "Generating the key inside the UKEY…", "ph-csr": "Preparing the certificate request…", "ph-ca": "Asking the CA for the certificate…",
-    "ph-writing": "Writing the certificate…", "ph-signing": "Signing the application form…", "ph-queued": "Saving the record…", "ph-done": "Done.",
+    "ph-generating_key": "Generating the key inside the UKEY…", "ph-requesting_certificate": "Asking the CA for the certificate…",
+    "ph-writing_certificate": "Writing the certificate…", "ph-signing_form": "Signing the application form…", "ph-done": "Done.",
     "ca-unavailable": "The certificate service is not available. Please try again later or ask the staff.",
     sign: "Sign a document", "sign-intro": "Choose the document to sign. The signature is made by the private key inside your UKEY, which never leaves it.",
     "doc-form": "Sample: application form", "doc-contract": "Sample: service agreement",
@@ -184,6 +187,7 @@ const TEXT = {
     "o-form": "Application form signature", "o-verified": "verified", "o-status": "Certificate status", "o-request": "Request number", "o-due": "Answer due",
     "st-good": "valid", "st-held": "suspended", "st-revoked": "revoked",
     "card-summary": "ID card",
+    "v-male": "male", "v-female": "female",
     "step-error": "This step cannot be completed now: {msg}",
     offline: "The service cannot be reached. Please try again later or ask the staff.",
   },
@@ -771,6 +775,7 @@ function renderPin() {
     pad.append(b);
   }
   $("work").hidden = !busy;
+  dots.hidden = busy;
   if (busy) {
     $("work-phase").textContent = st.work.phase && TEXT.zh[`ph-${st.work.phase}`] ? t(`ph-${st.work.phase}`) : t("work-busy");
     $("work-progress").value = st.work.percent || 0;
@@ -832,14 +837,14 @@ async function submitPin() {
 }
 function outcomeOf(b) {
   if (st.ukeyFor === "sign") {
-    return { key: "signed", rows: [["o-serial", b.certificate_serial], ["o-algorithm", b.algorithm], ["o-verified", b.verified ? "✓" : "✗"]] };
+    return { key: "signed", rows: [["o-serial", b.certificate_serial], ["o-algorithm", algorithmName(b.algorithm)], ["o-verified", b.verified ? "✓" : "✗"]] };
   }
   if (st.ukeyFor === "lifecycle") {
     return { key: "lifecycle-done", params: { action: t(`a-${st.action}`) }, rows: [["o-serial", b.serial], ["o-status", t(`st-${b.status}`)]] };
   }
   const c = b.certificate || {};
   return { key: "issued", rows: [["o-serial", c.serial], ["o-subject", c.subject],
-    ["o-not_after", c.not_after ? new Date(c.not_after * 1000).toISOString().slice(0, 10) : ""], ["o-algorithm", c.algorithm],
+    ["o-not_after", c.not_after ? new Date(c.not_after * 1000).toISOString().slice(0, 10) : ""], ["o-algorithm", algorithmName(c.algorithm)],
     ["o-form", b.form_signature && b.form_signature.verified ? t("o-verified") : "✗"]] };
 }
 
@@ -861,6 +866,11 @@ async function followEvents(s) {
 }
 
 // ------------------------------------------------------------------ result
+/** A coded value (sex) in the screen's language; anything else as given. */
+function codedValue(v) { return TEXT.zh[`v-${v}`] ? t(`v-${v}`) : v; }
+// Key types as people know them.
+const ALGORITHM_NAMES = { p256: "ECDSA P-256", sm2: "SM2" };
+const algorithmName = (a) => ALGORITHM_NAMES[a] || a;
 function renderResult() {
   const dl = $("fields"), card = st.card, o = st.outcome;
   const out = $("outcome"), rows = $("outcome-fields");
@@ -881,7 +891,7 @@ function renderResult() {
   });
   for (const k of keys) {
     const f = card.fields[k];
-    const row = el("div", { className: "field" }, el("dt", {}, label(f.label)), el("dd", {}, f.value || t("hidden")));
+    const row = el("div", { className: "field" }, el("dt", {}, label(f.label)), el("dd", {}, f.value ? codedValue(f.value) : t("hidden")));
     row.dataset.item = k;
     dl.append(row);
   }

@@ -108,7 +108,7 @@ const GROUNDS = ["identity_not_verified", "legal_retention", "abuse_of_rights", 
   "trade_secret", "national_security", "public_safety", "criminal_investigation"];
 const REVEAL_SHOWN_SECS = 30;
 
-const st = { lang: "zh", token: null, who: null, status: null, devices: null, audit: null, subjects: [], batch: null, pins: [], abort: null };
+const st = { lang: "zh", token: null, who: null, status: null, devices: null, audit: null, subjects: [], batch: null, pins: [], abort: null, algorithmChosen: false };
 const $ = (id) => document.getElementById(id);
 function t(key, params) {
   let s = TEXT[st.lang][key] ?? TEXT.zh[key] ?? key;
@@ -201,7 +201,7 @@ $("logout").addEventListener("click", async () => {
 /** Forget the login and everything shown. */
 function forget(reason) {
   if (st.abort) st.abort.abort();
-  Object.assign(st, { token: null, who: null, status: null, devices: null, audit: null, subjects: [], batch: null, pins: [], abort: null });
+  Object.assign(st, { token: null, who: null, status: null, devices: null, audit: null, subjects: [], batch: null, pins: [], abort: null, algorithmChosen: false });
   hideRevealed();
   $("console").hidden = true;
   $("logout").hidden = true;
@@ -239,10 +239,13 @@ function renderDevices() {
     [t("camera-dev"), mode(d.camera)], [t("ukey-provider"), d.tokens_error ? `${d.ukey_provider} — ${d.tokens_error}` : d.ukey_provider],
   ]);
   fillTable("token-table", d.tokens.map((k) => [k.serial, k.label, t(k.initialized ? "yes" : "no"), t(`pin-${k.pin_state}`)]));
+  // The key type this kiosk is configured for, until staff choose another for a batch.
+  if (d.ukey_algorithm && !st.algorithmChosen) $("batch-algorithm").value = d.ukey_algorithm;
   $("tokens-empty").hidden = d.tokens.length > 0;
 }
 
 // ------------------------------------------------------------------ batch
+$("batch-algorithm").addEventListener("change", () => { st.algorithmChosen = true; });
 $("batch-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const r = await api("POST", "/v1/staff/batches", {

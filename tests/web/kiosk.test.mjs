@@ -56,6 +56,7 @@ class Run {
     this.apiRequests = []; // "METHOD /path" of every /v1 request the page made
     this.pending = [];
     this.sessions = []; // {session_id, token} the page opened
+    this.clearValues = [...CLEAR_VALUES]; // values the page must not show (grows with what the person typed and sent)
     page.on("request", (r) => { const u = new URL(r.url()); if (u.pathname.startsWith("/v1/")) this.apiRequests.push(`${r.method()} ${u.pathname}`); });
     page.on("response", (r) => {
       const u = new URL(r.url());
@@ -73,6 +74,11 @@ class Run {
     const file = join(SCREENSHOTS, `${String(shotCounter).padStart(2, "0")}-${this.slug}-${step}.png`);
     await this.page.screenshot({ path: file, fullPage: true });
   }
+  /** A screenshot of one part of the page (the README's pictures). */
+  async shotOf(locator, step) {
+    shotCounter += 1;
+    await locator.screenshot({ path: join(SCREENSHOTS, `${String(shotCounter).padStart(2, "0")}-${this.slug}-${step}.png`) });
+  }
   heading(name) { return this.page.getByRole("heading", { level: 2, name, exact: true }); }
   async see(locator) { await locator.waitFor({ state: "visible", timeout: STEP_TIMEOUT_MS }); }
   async seeHeading(name) { await this.see(this.heading(name)); }
@@ -88,7 +94,7 @@ class Run {
       ...[...document.querySelectorAll("input, textarea")].map((e) => e.value),
       JSON.stringify({ ...localStorage }), JSON.stringify({ ...sessionStorage }), document.cookie,
     ].join("\n"));
-    for (const v of CLEAR_VALUES) {
+    for (const v of this.clearValues) {
       assert.ok(!dom.includes(v), `${where}: clear value ${JSON.stringify(v)} in the page`);
       for (const b of this.apiBodies) assert.ok(!b.includes(v), `${where}: clear value ${JSON.stringify(v)} in an API answer`);
     }
@@ -150,7 +156,8 @@ async function serveDevAssets(context) {
 
 async function runAll() {
   await mkdir(SCREENSHOTS, { recursive: true });
-  const kioskd = await startKioskd();
+  // The one kioskd most tests share runs the local HQ and its CA (certificates are issued).
+  const kioskd = await startKioskd({ hq: true });
   const results = [];
   try {
     for (const t of tests.filter((x) => x.name.includes(ONLY))) {
@@ -217,6 +224,7 @@ test("applicant flow shows only masked values", async (r) => {
   assert.equal(await value("身份证号码").textContent(), MASKED_ID);
   assert.match(await value("住址").textContent(), /^测试省示例市\*+$/);
   assert.match(await value("出生日期").textContent(), /^1990\*+$/);
+  assert.equal(await value("性别").textContent(), "男", "coded values in the screen's language");
   await r.see(r.page.getByText(/以上信息仅用于：证书申请/));
   await r.see(r.page.getByText(/未读取的信息.*民族/)); // optional sensitive item not consented: not read
   await r.assertNoClearValues("result");
@@ -431,6 +439,33 @@ const pressPin = async (r, digits) => {
   await pad.getByRole("button", { name: "确定" }).click();
 };
 
+// The initial PIN of a UKEY the simulator inserts (daemon/src/api/ukey.rs SIM_UKEY_PIN).
+const SIM_UKEY_PIN = "123456";
+// The phases of an issuance as the screen names them, in order.
+const ISSUANCE_PHASES = ["正在 UKEY 中生成密钥……", "正在向 CA 申请证书……", "正在写入证书……", "正在签署申请表……", "完成。"];
+// The certificate the application test puts on the simulated UKEY (the sign test uses it).
+let issuedSerial = null;
+
+/** Verify with carrier 3-factor: the purpose of the number is on screen where it is asked. */
+async function verifyByCarrier(r) {
+  await r.seeHeading("选择身份核验方式");
+  const methods = r.page.locator("#methods button");
+  const names = await methods.allTextContents();
+  assert.ok(names.some((n) => n.includes("（使用人脸）")) && names.some((n) => n.includes("（不使用人脸）")), `methods: ${names.join(" | ")}`);
+  await methods.filter({ hasText: /运营商/ }).click();
+  const mobile = r.page.getByRole("textbox", { name: /手机号码/ });
+  await r.see(mobile);
+  // The daemon states it as "中文 / English"; the screen shows the half of its language.
+  const why = (await r.page.locator("#method-fields .purpose").first().textContent()).trim();
+  assert.match(why, /^为什么需要：用于运营商三要素核验，核验您的身份以办理/);
+  assert.ok(!why.includes(" / ") && !/used by|carrier/.test(why), `only the Chinese half: ${why}`);
+  await r.shot("verification");
+  await mobile.fill(MOBILE);
+  await r.page.getByRole("button", { name: "核验", exact: true }).click();
+  // Once sent, the typed number must be gone from the screen.
+  r.clearValues.push(MOBILE, MOBILE.slice(3));
+}
+
 test("certificate application: fingerprint, verification, UKEY, PIN, certificate", async (r, kioskd) => {
   await r.open();
   await r.chooseCertApplication();
@@ -439,52 +474,135 @@ test("certificate application: fingerprint, verification, UKEY, PIN, certificate
   await r.page.getByRole("checkbox", { name: "同意处理我的指纹（可选）" }).check();
   await r.page.getByRole("button", { name: "同意并继续" }).click();
   await r.seeHeading("请将身份证放在读卡区");
+  await r.assertNoClearValues("card step");
   await r.placeDemoCardAndRead();
+  await r.assertNoClearValues("card read");
   await r.page.getByRole("button", { name: "下一步" }).click();
   // Fingerprint: the person places the finger (the simulated sensor stands in for it).
   await r.seeHeading("请将手指放在指纹仪上");
   await r.see(r.page.getByRole("status").getByText(/请将手指平放在指纹仪上/));
   await r.shot("fingerprint");
+  await r.assertNoClearValues("fingerprint");
   assert.equal((await kioskd.call("POST", "/v1/sim/fingerprint", { body: {} })).status < 300, true);
-  // Verification: a non-face method is always offered beside the biometric one.
-  await r.seeHeading("选择身份核验方式");
-  const methods = r.page.locator("#methods button");
-  const names = await methods.allTextContents();
-  assert.ok(names.some((n) => n.includes("（使用人脸）")) && names.some((n) => n.includes("（不使用人脸）")), `methods: ${names.join(" | ")}`);
-  await methods.filter({ hasText: /运营商/ }).click();
-  // The purpose is stated where the number is asked for.
-  const mobile = r.page.getByRole("textbox", { name: /手机号码/ });
-  await r.see(mobile);
-  const why = await r.page.locator("#method-fields .purpose").first().textContent();
-  assert.match(why, /为什么需要：用于.*核验您的身份/);
-  await r.shot("verification");
-  await mobile.fill(MOBILE);
-  await r.page.getByRole("button", { name: "核验", exact: true }).click();
+  await verifyByCarrier(r);
   // The UKEY: inserted by the person (the simulated UKEY stands in).
   await r.seeHeading("请插入 UKEY");
   await r.see(r.page.getByText("等待插入 UKEY……"));
+  await r.assertNoClearValues("UKEY step");
   await r.shot("ukey-insert");
-  assert.equal((await kioskd.call("POST", "/v1/sim/ukey", { body: {} })).status, 201);
+  // Issuing needs the local HQ's CA: wait until kioskd says it is up (it started with the run).
+  await kioskd.waitForLog(/local HQ ready/, 120000);
+  const inserted = await kioskd.call("POST", "/v1/sim/ukey", { body: {} });
+  assert.equal(inserted.status, 201);
+  assert.equal(inserted.body.initial_pin, SIM_UKEY_PIN);
   await r.seeHeading("请输入 UKEY 的 PIN");
+  await r.see(r.page.getByText("输入 PIN 后，将在 UKEY 中生成密钥并写入证书。"));
+  await r.assertNoClearValues("PIN step");
   await r.shot("pin");
-  // A wrong PIN shows the retries left.
+  // A wrong PIN shows the retries left, and the keypad stays for the next try.
   await pressPin(r, "000000");
   await r.see(r.page.getByRole("status").getByText(/PIN 错误/));
-  await r.shot("pin-wrong");
   const wrong = (await r.page.locator("#pin-status").textContent()).trim();
-  assert.match(wrong, /PIN 错误，(还可以尝试 \d+ 次|请重新输入)。/);
-  await pressPin(r, "123456");
+  const left = wrong.match(/^PIN 错误，还可以尝试 (\d+) 次。$/);
+  assert.ok(left && Number(left[1]) >= 1 && Number(left[1]) < 5, `retries left shown: ${wrong}`);
+  assert.equal((await r.page.locator("#pin-dots").textContent()).trim(), "", "the wrong PIN's dots are cleared");
+  await r.see(r.page.getByRole("group", { name: "数字键盘" }).getByRole("button", { name: "确定" }));
+  await r.shot("pin-wrong");
+  await r.assertNoClearValues("wrong PIN");
+
+  // The right PIN: the progress comes from the events stream. The issuance's answer is held
+  // back until the screen shows the last phase, so the progress is seen (and photographed)
+  // before the result replaces it.
+  await r.page.evaluate(() => {
+    window.phasesShown = [];
+    new MutationObserver((records) => {
+      for (const m of records) for (const n of m.addedNodes) window.phasesShown.push(n.textContent);
+    }).observe(document.getElementById("work-phase"), { childList: true });
+  });
+  let progressAt100 = false;
+  await r.page.route("**/v1/sessions/*/ukey", async (route) => {
+    if (route.request().method() !== "POST") return route.continue();
+    const response = await route.fetch({ timeout: 90000 });
+    progressAt100 = await r.page.waitForFunction(() => document.getElementById("work-progress").value === 100, null, { timeout: STEP_TIMEOUT_MS })
+      .then(() => true, () => false);
+    if (progressAt100) await r.shot("issuing");
+    await route.fulfill({ response });
+  });
+  await pressPin(r, SIM_UKEY_PIN);
   await r.seeHeading("结果");
+  await r.page.unroute("**/v1/sessions/*/ukey");
+  assert.ok(progressAt100, "the progress bar reached 100 % from the events stream before the answer");
+  const phases = (await r.page.evaluate(() => window.phasesShown)).filter((p) => ISSUANCE_PHASES.includes(p));
+  assert.ok(phases.length >= 2 && phases[phases.length - 1] === "完成。", `phases shown: ${phases.join(" → ")}`);
+  const order = phases.map((p) => ISSUANCE_PHASES.indexOf(p));
+  assert.deepEqual(order, [...order].sort((a, b) => a - b), `phases in order: ${phases.join(" → ")}`);
+
   await r.see(r.page.getByText("证书已写入您的 UKEY。"));
-  const subject = await r.page.locator("#outcome-fields .field").filter({ hasText: "证书主体" }).locator("dd").textContent();
-  assert.ok(!subject.includes(CARD.name), `subject masked: ${subject}`);
+  const outcome = (name) => r.page.locator("#outcome-fields .field").filter({ has: r.page.getByRole("term").getByText(name, { exact: true }) }).getByRole("definition");
+  const subject = await outcome("证书主体").textContent();
+  assert.ok(subject.includes(`CN=${MASKED_NAME}`) && !subject.includes(CARD.name), `subject masked: ${subject}`);
+  issuedSerial = (await outcome("证书序列号").textContent()).trim();
+  assert.match(issuedSerial, /^[0-9a-f]{8,}$/);
+  assert.equal(await outcome("申请表签名").textContent(), "已验证");
+  assert.equal(await outcome("算法").textContent(), "ECDSA P-256");
+  assert.match(await outcome("有效期至").textContent(), /^\d{4}-\d{2}-\d{2}$/);
   await r.see(r.page.getByRole("definition").getByText(MASKED_ID, { exact: true }));
   await r.shot("certificate");
   await r.assertNoClearValues("certificate result");
-  const dom = await r.page.evaluate(() => document.documentElement.outerHTML + document.body.innerText);
-  assert.ok(!dom.includes(MOBILE) && !dom.includes(MOBILE.slice(3)), "the typed mobile left the screen");
   await assertAccessible(r, "certificate result");
   await r.cancelAndCheck("结束并清除", "after the certificate");
+});
+
+test("sign a document with the certificate issued above", async (r) => {
+  assert.ok(issuedSerial, "the application test issued a certificate onto the simulated UKEY");
+  await r.open();
+  await r.page.getByRole("button", { name: "签署文件", exact: true }).click();
+  await r.seeHeading("个人信息处理同意");
+  await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+  for (const box of await r.page.getByRole("checkbox", { name: /（必需）/ }).all()) await box.check();
+  await r.shot("sign-consent");
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  // The UKEY that got the certificate is still inserted: the page finds it and offers the documents.
+  await r.seeHeading("签署文件");
+  await r.page.getByRole("button", { name: "示例：业务申请表" }).click();
+  await r.seeHeading("请输入 UKEY 的 PIN");
+  await r.see(r.page.getByText("输入 PIN 后签署所选文件。"));
+  await pressPin(r, SIM_UKEY_PIN);
+  await r.seeHeading("结果");
+  await r.see(r.page.getByText("文件已签署，签名验证通过。"));
+  const outcome = (name) => r.page.locator("#outcome-fields .field").filter({ has: r.page.getByRole("term").getByText(name, { exact: true }) }).getByRole("definition");
+  assert.equal((await outcome("证书序列号").textContent()).trim(), issuedSerial, "signed with the certificate issued above");
+  assert.equal((await outcome("已验证").textContent()).trim(), "✓", "the kiosk verified the signature");
+  await r.shot("signed");
+  await r.assertNoClearValues("signed");
+  await r.cancelAndCheck("结束并清除", "after signing");
+});
+
+test("rights request: identity verified, request filed with its deadline", async (r) => {
+  await r.open();
+  await r.page.getByRole("button", { name: "个人信息权利请求", exact: true }).click();
+  await r.seeHeading("个人信息处理同意");
+  await r.page.getByRole("checkbox", { name: "我同意为上述目的处理这些信息" }).check();
+  for (const box of await r.page.getByRole("checkbox", { name: /（必需）/ }).all()) await box.check();
+  await r.page.getByRole("button", { name: "同意并继续" }).click();
+  await r.seeHeading("请将身份证放在读卡区");
+  await r.placeDemoCardAndRead();
+  await r.page.getByRole("button", { name: "下一步" }).click();
+  await verifyByCarrier(r);
+  await r.seeHeading("个人信息权利请求");
+  await r.assertNoClearValues("rights kinds");
+  await r.shot("rights-kinds");
+  await r.page.getByRole("button", { name: "更正或补充", exact: true }).click();
+  await r.seeHeading("结果");
+  const filed = (await r.page.locator("#outcome").textContent()).trim();
+  const m = filed.match(/^您的更正或补充请求已受理，编号 (\S+)。我们将在 (\d{4}-\d{2}-\d{2}) 前答复。$/);
+  assert.ok(m, `filed: ${filed}`);
+  // 15 working days: later than today, within five weeks.
+  const due = Date.parse(`${m[2]}T00:00:00Z`), now = Date.now();
+  assert.ok(due > now && due < now + 35 * 86400000, `deadline ${m[2]}`);
+  await r.shot("rights-filed");
+  await r.assertNoClearValues("rights filed");
+  await r.cancelAndCheck("结束并清除", "after the rights request");
 });
 
 test("guardian consents for a child under 14", async (r, kioskd) => {
@@ -562,6 +680,9 @@ test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r)
     await staffLogin(r, k);
     await r.seeHeading("设备状态");
     await r.see(r.page.locator("#token-table").getByText("blank-8"));
+    // The key type defaults to the kiosk's [ukey] algorithm (P-256 in the embedded defaults;
+    // SoftHSM2 has no SM2).
+    assert.equal(await r.page.getByLabel("算法").inputValue(), "p256");
     await r.page.getByRole("button", { name: "开始批量签发" }).click();
     const bars = r.page.locator("#batch-tokens progress");
     await r.see(bars.first());
@@ -578,8 +699,10 @@ test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r)
     assert.equal(await pins.count(), 8);
     for (const pin of await r.page.locator("#pin-table .pin").allTextContents()) assert.match(pin, /^\d{6,}$/);
     await r.see(r.page.getByText(/初始 PIN 只显示这一次/));
+    assert.equal(await r.page.locator("#batch-tokens li.done").count(), 8, "every token done");
     await assertAccessible(r, "batch done");
     await r.shot("staff-batch-done");
+    await r.shotOf(r.page.locator("section", { has: r.heading("批量签发 UKEY") }), "staff-batch-section");
     await r.page.getByRole("button", { name: "已记录，隐藏 PIN" }).click();
     assert.equal(await r.page.locator("#pin-table .pin").count(), 0, "PINs gone from the page");
   } finally {

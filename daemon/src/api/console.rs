@@ -2,8 +2,8 @@
 //! `GET /v1/staff/status`: `GET /v1/staff/audit?limit=N` (the most recent audit
 //! entries — sequence, time, kind of actor, action, kind of object — and the
 //! log's verification status; never the entry details, subject digests or
-//! staff identities) and `GET /v1/staff/devices` (reader, sensor, camera and
-//! the UKEYs present). Both need a staff login and are themselves audited.
+//! staff identities) and `GET /v1/staff/devices` (reader, sensor, camera, the
+//! UKEYs present and the key type generated on them). Both need a staff login and are themselves audited.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -167,6 +167,8 @@ async fn devices(
         "fingerprint": mode(state.devices.fingerprint_sim.is_some()),
         "camera": state.config.devices.camera.mode,
         "ukey_provider": state.ukeys.describe(),
+        // The key type this kiosk generates on UKEYs (`[ukey] algorithm`): the batch form's default.
+        "ukey_algorithm": state.config.ukey.algorithm,
         "tokens": tokens,
         "tokens_error": tokens_error,
     });

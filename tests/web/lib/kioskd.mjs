@@ -1,22 +1,32 @@
 // Runs the real kioskd binary for the browser tests: a fresh data directory,
 // an optional config file, port 0 (the URL is read from its JSON start-up
 // log line) and every log line kept so the tests can scan it for personal data.
+// With `hq: true` kioskd starts its local HQ (hq-ingest + PostgreSQL + CA, found
+// through $KIOSKD_HQ_INGEST), needed to issue certificates; otherwise it runs
+// without one (records stay in its outbox) and starts faster.
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 const SERVING = "kioskd serving the kiosk page and API";
 
-export async function startKioskd({ config = "", env = {}, bin = process.env.KIOSKD_BIN } = {}) {
+export async function startKioskd({ config = "", env = {}, hq = false, bin = process.env.KIOSKD_BIN } = {}) {
   if (!bin) throw new Error("KIOSKD_BIN is not set (run tests/web/run.sh)");
   const dir = await mkdtemp(join(tmpdir(), "kioskd-web-"));
+  // The local HQ's PostgreSQL runs as the postgres user when the tests run as root: it must
+  // be able to reach its cluster inside the data dir.
+  if (hq) await chmod(dir, 0o755);
   const cfg = join(dir, "kioskd-web-test.toml");
   await writeFile(cfg, config);
   const child = spawn(bin, ["--config", cfg, "--data-dir", join(dir, "data"), "--log-format", "json"], {
-    env: { ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug", ...env },
+    env: {
+      ...process.env, KIOSKD_API_ADDR: "127.0.0.1:0", RUST_LOG: "debug",
+      // No HQ: point kioskd at an hq-ingest that does not exist.
+      ...(hq ? {} : { KIOSKD_HQ_INGEST: join(dir, "no-hq-ingest") }), ...env,
+    },
     stdio: ["ignore", "ignore", "pipe"],
   });
   // Never leave a kioskd behind, even when the test run is interrupted.
@@ -24,12 +34,14 @@ export async function startKioskd({ config = "", env = {}, bin = process.env.KIO
   process.once("exit", killChild);
   for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => { killChild(); process.exit(1); });
   const logs = [];
+  const logWaiters = new Set(); // {re, resolve}: resolved by the first log line matching re
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   const base = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`kioskd did not start in 60 s:\n${logs.join("\n")}`)), 60000);
     exited.then(({ code, signal }) => { clearTimeout(timer); reject(new Error(`kioskd exited (${code ?? signal}):\n${logs.join("\n")}`)); });
     createInterface({ input: child.stderr }).on("line", (line) => {
       logs.push(line);
+      for (const w of logWaiters) if (w.re.test(line)) { logWaiters.delete(w); w.resolve(line); }
       try {
         const v = JSON.parse(line);
         const msg = v.message ?? v.fields?.message;
@@ -49,6 +61,17 @@ export async function startKioskd({ config = "", env = {}, bin = process.env.KIO
     return { status: r.status, body: text ? JSON.parse(text) : null };
   }
 
+  /** The first log line (past or future) matching `re`; rejects after `ms`. */
+  function waitForLog(re, ms) {
+    const seen = logs.find((l) => re.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = { re, resolve: (l) => { clearTimeout(timer); resolve(l); } };
+      const timer = setTimeout(() => { logWaiters.delete(w); reject(new Error(`no log line matching ${re} in ${ms} ms`)); }, ms);
+      logWaiters.add(w);
+    });
+  }
+
   async function stop() {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
@@ -59,5 +82,5 @@ export async function startKioskd({ config = "", env = {}, bin = process.env.KIO
     await rm(dir, { recursive: true, force: true });
   }
 
-  return { base, logs, call, stop, dir };
+  return { base, logs, call, stop, dir, waitForLog };
 }
