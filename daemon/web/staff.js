@@ -249,7 +249,7 @@ $("batch-algorithm").addEventListener("change", () => { st.algorithmChosen = tru
 $("batch-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const r = await api("POST", "/v1/staff/batches", {
-    serials: null, algorithm: $("batch-algorithm").value, label_prefix: $("batch-prefix").value.trim() || "UKEY-", pin_mode: "random",
+    serials: null, algorithm: $("batch-algorithm").value, label_prefix: $("batch-prefix").value.trim() || "UKEY", pin_mode: "random",
   });
   if (r.status !== 202) return setNotice(message(r));
   setNotice(null);

@@ -42,6 +42,9 @@ const CLEAR_VALUES = [CARD.name, CARD.idNumber, CARD.first17, CARD.idNumber.slic
 // The catalog's display rules: name keeps 1 character, ID number first 1 + last 1.
 const MASKED_NAME = CARD.name[0] + "*".repeat(CARD.name.length - 1);
 const MASKED_ID = CARD.idNumber[0] + "*".repeat(16) + CARD.idNumber[17];
+// A synthetic real-name mobile typed for carrier 3-factor verification: the screen must
+// not keep it once sent (or once the person cancels).
+const MOBILE = "13800138000";
 
 // ------------------------------------------------ runner
 const tests = [];
@@ -278,6 +281,17 @@ test("cancel at each step leaves nothing behind", async (r) => {
   await r.see(r.page.getByText(MASKED_NAME, { exact: true }));
   await r.cancelAndCheck("结束并清除", "cancel at the result");
   assert.equal(await r.page.locator("input[type=checkbox]:checked").count(), 0, "no consent left ticked");
+
+  // A number typed but not sent is cleared with the rest.
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  await r.placeDemoCardAndRead();
+  await r.page.getByRole("button", { name: "下一步" }).click();
+  await r.seeHeading("选择身份核验方式");
+  await r.page.locator("#methods button").filter({ hasText: /运营商/ }).click();
+  await r.page.getByRole("textbox", { name: /手机号码/ }).fill(MOBILE);
+  r.clearValues.push(MOBILE);
+  await r.cancelAndCheck("取消办理", "cancel with a number typed");
 });
 
 test("language switch", async (r) => {
@@ -426,9 +440,6 @@ test("axe-core: no serious or critical violations on any step", async (r) => {
   await deleted;
 });
 
-// A synthetic real-name mobile typed for carrier 3-factor verification: the screen must
-// not keep it once sent.
-const MOBILE = "13800138000";
 const pressPin = async (r, digits) => {
   const pad = r.page.getByRole("group", { name: "数字键盘" });
   for (const d of digits) await pad.getByRole("button", { name: d, exact: true }).click();
@@ -499,6 +510,7 @@ test("certificate application: fingerprint, verification, UKEY, PIN, certificate
   await r.see(r.page.getByText("输入 PIN 后，将在 UKEY 中生成密钥并写入证书。"));
   await r.assertNoClearValues("PIN step");
   await r.shot("pin");
+  await assertAccessible(r, "PIN keypad");
   // A wrong PIN shows the retries left, and the keypad stays for the next try.
   await pressPin(r, "000000");
   await r.see(r.page.getByRole("status").getByText(/PIN 错误/));
