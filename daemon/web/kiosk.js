@@ -64,6 +64,8 @@ const TEXT = {
     verification: "选择身份核验方式", "verification-intro": "请选择一种方式核验您的身份。您可以选择不使用人脸的方式。",
     "biometric-tag": "（使用人脸）", "nonbiometric-tag": "（不使用人脸）", verify: "核验", "other-method": "选择其他方式",
     "method-sends": "将提供给{recipient}的信息：{fields}", "asked-why": "为什么需要：{purpose}",
+    // Who receives a method's fields (the catalog's `recipient`).
+    "rcp-carrier": "运营商", "rcp-bank": "银行", "rcp-photo-comparison-service": "人像比对服务",
     "verify-sending": "正在核验……", "verify-failed": "核验未通过，请检查输入或选择其他方式。",
     "verify-unavailable": "核验服务暂时不可用，请重试或选择其他方式。", "verify-consent": "此方式需要您的单独同意，请选择其他方式。",
     ukey: "请插入 UKEY", "ukey-for-issue": "证书将写入您的 UKEY，密钥在 UKEY 内生成，不会离开 UKEY。",
@@ -157,6 +159,7 @@ const TEXT = {
     verification: "Choose how to verify your identity", "verification-intro": "Choose one way of verifying your identity. You can choose one that uses no face.",
     "biometric-tag": " (uses your face)", "nonbiometric-tag": " (no face)", verify: "Verify", "other-method": "Choose another way",
     "method-sends": "Sent to {recipient}: {fields}", "asked-why": "Why we ask: {purpose}",
+    "rcp-carrier": "the mobile carrier", "rcp-bank": "the bank", "rcp-photo-comparison-service": "the photo comparison service",
     "verify-sending": "Verifying…", "verify-failed": "Verification failed. Check what you entered or choose another way.",
     "verify-unavailable": "The verification service is not available. Try again or choose another way.", "verify-consent": "This way needs your separate consent. Please choose another way.",
     ukey: "Insert your UKEY", "ukey-for-issue": "Your certificate is written to your UKEY. The key is generated inside the UKEY and never leaves it.",
@@ -643,7 +646,7 @@ function renderVerification() {
   if (m) {
     const asks = ((st.workflow && st.workflow.next && st.workflow.next.asks) || []).filter((a) => !a.method || a.method === m.method);
     $("method-purpose").tabIndex = -1;
-    $("method-purpose").textContent = t("method-sends", { recipient: m.recipient, fields: m.fields.map(itemLabel).join(listSep()) });
+    $("method-purpose").textContent = t("method-sends", { recipient: TEXT.zh[`rcp-${m.recipient}`] ? t(`rcp-${m.recipient}`) : m.recipient, fields: m.fields.map(itemLabel).join(listSep()) });
     for (const a of asks) {
       const id = `ask-${a.item}`;
       const input = el("input", { id, name: a.item, type: "tel", inputMode: "numeric", autocomplete: "off", required: true, value: typedBefore[a.item] || "" });
@@ -775,7 +778,7 @@ function renderPin() {
     pad.append(b);
   }
   $("work").hidden = !busy;
-  dots.hidden = busy;
+  dots.hidden = busy || locked;
   if (busy) {
     $("work-phase").textContent = st.work.phase && TEXT.zh[`ph-${st.work.phase}`] ? t(`ph-${st.work.phase}`) : t("work-busy");
     $("work-progress").value = st.work.percent || 0;

@@ -470,6 +470,7 @@ async function verifyByCarrier(r) {
   const why = (await r.page.locator("#method-fields .purpose").first().textContent()).trim();
   assert.match(why, /^为什么需要：用于运营商三要素核验，核验您的身份以办理/);
   assert.ok(!why.includes(" / ") && !/used by|carrier/.test(why), `only the Chinese half: ${why}`);
+  assert.equal((await r.page.locator("#method-purpose").textContent()).trim(), "将提供给运营商的信息：姓名、实名手机号码、身份证号码");
   await r.shot("verification");
   await mobile.fill(MOBILE);
   await r.page.getByRole("button", { name: "核验", exact: true }).click();
@@ -590,6 +591,39 @@ test("sign a document with the certificate issued above", async (r) => {
   await r.cancelAndCheck("结束并清除", "after signing");
 });
 
+test("wrong PINs count down to a locked keypad", async (r, kioskd) => {
+  // A fresh UKEY: the one holding the certificate above is pulled first.
+  assert.equal((await kioskd.call("DELETE", "/v1/sim/ukey")).status, 204);
+  await r.open();
+  await r.chooseCertApplication();
+  await r.giveRequiredConsent();
+  await r.placeDemoCardAndRead();
+  await r.page.getByRole("button", { name: "下一步" }).click();
+  await verifyByCarrier(r);
+  await r.seeHeading("请插入 UKEY");
+  await kioskd.waitForLog(/local HQ ready/, 120000);
+  assert.equal((await kioskd.call("POST", "/v1/sim/ukey", { body: {} })).status, 201);
+  await r.seeHeading("请输入 UKEY 的 PIN");
+  const shown = [];
+  for (let i = 0; i < 6 && !shown.some((m) => m.startsWith("PIN 已锁定")); i += 1) {
+    const answered = r.page.waitForResponse((res) => res.request().method() === "POST" && /\/ukey$/.test(res.url()), { timeout: STEP_TIMEOUT_MS });
+    await pressPin(r, "000000");
+    assert.equal((await answered).status() >= 400, true);
+    await r.page.locator("#pin-status").filter({ hasText: /\S/ }).waitFor({ timeout: STEP_TIMEOUT_MS });
+    shown.push((await r.page.locator("#pin-status").textContent()).trim());
+    if (shown.length === 4) await r.shot("pin-last-try");
+  }
+  // Each wrong PIN shows one try fewer, then the keypad is gone.
+  const left = shown.slice(0, -1).map((m) => Number((m.match(/^PIN 错误，还可以尝试 (\d+) 次。$/) || [])[1]));
+  assert.ok(left.length >= 1 && left.every((n, i) => n >= 1 && (i === 0 || n === left[i - 1] - 1)) && left[left.length - 1] === 1, `shown: ${shown.join(" | ")}`);
+  assert.equal(shown[shown.length - 1], "PIN 已锁定，无法继续。请联系工作人员解锁 UKEY。");
+  assert.equal(await r.page.getByRole("group", { name: "数字键盘" }).isVisible(), false, "no keypad once locked");
+  await r.shot("pin-locked");
+  await assertAccessible(r, "PIN locked");
+  await r.cancelAndCheck("取消办理", "cancel when locked");
+  assert.equal((await kioskd.call("DELETE", "/v1/sim/ukey")).status, 204);
+});
+
 test("rights request: identity verified, request filed with its deadline", async (r) => {
   await r.open();
   await r.page.getByRole("button", { name: "个人信息权利请求", exact: true }).click();
@@ -600,6 +634,13 @@ test("rights request: identity verified, request filed with its deadline", async
   await r.seeHeading("请将身份证放在读卡区");
   await r.placeDemoCardAndRead();
   await r.page.getByRole("button", { name: "下一步" }).click();
+  // In English the purpose is the English half, naming the recipient and the service.
+  await r.seeHeading("选择身份核验方式");
+  await r.page.getByRole("button", { name: "English" }).click();
+  await r.page.locator("#methods button").filter({ hasText: /carrier/i }).click();
+  const why = (await r.page.locator("#method-fields .purpose").first().textContent()).trim();
+  assert.equal(why, "Why we ask: used by carrier to verify your identity for rights request");
+  await r.page.getByRole("button", { name: "中文" }).click();
   await verifyByCarrier(r);
   await r.seeHeading("个人信息权利请求");
   await r.assertNoClearValues("rights kinds");
@@ -726,7 +767,7 @@ test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r)
 test("kioskd logs hold no clear personal value", async (r, kioskd) => {
   assert.ok(kioskd.logs.length > 10, `logs were captured: ${kioskd.logs.length}`);
   assert.ok(kioskd.logs.some((l) => l.includes("ID card read")), "the card was read during this run");
-  for (const line of kioskd.logs) for (const v of CLEAR_VALUES) assert.ok(!line.includes(v), `clear value in a log line: ${line}`);
+  for (const line of kioskd.logs) for (const v of [...CLEAR_VALUES, MOBILE]) assert.ok(!line.includes(v), `clear value in a log line: ${line}`);
 });
 
 const results = await runAll();
