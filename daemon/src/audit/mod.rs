@@ -131,11 +131,8 @@ fn canonical(
 
 fn load_frontier(conn: &Connection) -> Result<Frontier, AuditError> {
     let row: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT size, frontier FROM audit_state WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT size, frontier FROM audit_state WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match row {
         None => Ok(Frontier::new()),
@@ -169,15 +166,16 @@ pub fn append(tx: &Transaction<'_>, at_ms: i64, event: &AuditEvent<'_>) -> Resul
     );
     let leaf = merkle::leaf_hash(&bytes);
     frontier.append(leaf);
-    tx.execute(
+    // Cached statements: an entry is appended for nearly every change.
+    tx.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor, action, subject, detail, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![seq as i64, at_ms, actor, event.action, subject, detail, leaf.to_vec()],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![seq as i64, at_ms, actor, event.action, subject, detail, leaf.to_vec()])?;
+    tx.prepare_cached(
         "INSERT INTO audit_state (id, size, frontier) VALUES (1, ?1, ?2)
          ON CONFLICT(id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
-        params![frontier.size() as i64, frontier.to_bytes()],
-    )?;
+    )?
+    .execute(params![frontier.size() as i64, frontier.to_bytes()])?;
     Ok(seq)
 }
 

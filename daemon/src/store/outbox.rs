@@ -86,16 +86,19 @@ pub fn enqueue(tx: &Transaction<'_>, at_ms: i64, out: &Outgoing) -> Result<u64, 
     Ok(seq)
 }
 
-/// Oldest pending records, at most `max_records` and about `max_bytes`.
+/// Oldest pending records after sequence number `after_seq`, at most `max_records` and
+/// about `max_bytes`.
 pub fn pending(
     conn: &rusqlite::Connection,
+    after_seq: u64,
     max_records: usize,
     max_bytes: usize,
 ) -> Result<Vec<Pending>, OutboxError> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, record_id, subject_id, body FROM outbox WHERE acked_at IS NULL ORDER BY seq LIMIT ?1",
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, record_id, subject_id, body FROM outbox
+         WHERE acked_at IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![max_records as i64], |r| {
+    let rows = stmt.query_map(params![after_seq as i64, max_records as i64], |r| {
         Ok(Pending {
             seq: r.get::<_, i64>(0)? as u64,
             record_id: r.get(1)?,

@@ -185,6 +185,52 @@ impl Subjects<'_> {
         Ok(())
     }
 
+    /// Mark HQ's acknowledgement of `subject_ids` and purge them (values deleted, data keys
+    /// destroyed) with ONE audit entry listing every purged subject id, instead of one entry
+    /// per subject: the ack of a batch purges hundreds of applicants in one transaction.
+    /// Subjects already purged are skipped. Returns how many were purged.
+    pub fn purge_acknowledged(
+        tx: &Transaction<'_>,
+        at_ms: i64,
+        actor: &Actor,
+        subject_ids: &[String],
+        reason: &str,
+    ) -> Result<usize, SubjectError> {
+        let mut live = tx
+            .prepare_cached("SELECT 1 FROM subjects WHERE subject_id = ?1 AND purged_at IS NULL")?;
+        let mut acked = tx.prepare_cached(
+            "UPDATE subjects SET acked_at = ?2 WHERE subject_id = ?1 AND acked_at IS NULL",
+        )?;
+        let mut fields = tx.prepare_cached("DELETE FROM personal_fields WHERE subject_id = ?1")?;
+        let mut shred = tx.prepare_cached(
+            "UPDATE subjects SET wrapped_key = NULL, purged_at = ?2 WHERE subject_id = ?1",
+        )?;
+        let mut purged = Vec::new();
+        let mut field_count = 0;
+        for subject_id in subject_ids {
+            acked.execute(params![subject_id, at_ms])?;
+            if !live.exists(params![subject_id])? {
+                continue;
+            }
+            field_count += fields.execute(params![subject_id])?;
+            shred.execute(params![subject_id, at_ms])?;
+            purged.push(subject_id.as_str());
+        }
+        if !purged.is_empty() {
+            audit::append(
+                tx,
+                at_ms,
+                &AuditEvent {
+                    actor: actor.clone(),
+                    action: "personal.purge",
+                    subject: None,
+                    detail: json!({ "subject_ids": purged, "fields": field_count, "reason": reason }),
+                },
+            )?;
+        }
+        Ok(purged.len())
+    }
+
     /// Delete a subject's values and destroy its data key (audited). Idempotent.
     pub fn purge(
         tx: &Transaction<'_>,

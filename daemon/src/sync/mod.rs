@@ -134,7 +134,7 @@ pub enum Step {
     },
 }
 
-/// The sender: one batch in flight at a time.
+/// The sender: one batch in flight at a time, the next one sealed meanwhile.
 pub struct Sender {
     pub store: Store,
     pub signer: Arc<dyn RecordSigner>,
@@ -143,13 +143,17 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// The stored unacknowledged batch, or a new one sealed from the outbox.
-    fn next_batch(&self) -> Result<Option<SealedBatch>, SyncError> {
+    /// The batch to send after `previous` (the first one when `None`): the stored
+    /// unacknowledged batch that follows it, or a new one sealed from the outbox records after
+    /// it and chained to it. Sealing the next batch while `previous` is in flight changes
+    /// nothing that leaves the kiosk: the same records, in the same batches and chain.
+    fn next_batch(&self, previous: Option<&SealedBatch>) -> Result<Option<SealedBatch>, SyncError> {
         let mut conn = self.store.conn()?;
         let stored = conn
             .query_row(
-                "SELECT batch_seq, batch_hash, last_seq, envelope FROM sync_batches ORDER BY batch_seq LIMIT 1",
-                [],
+                "SELECT batch_seq, batch_hash, last_seq, envelope FROM sync_batches
+                 WHERE batch_seq > ?1 ORDER BY batch_seq LIMIT 1",
+                params![previous.map_or(0, |p| p.batch_seq as i64)],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -172,13 +176,17 @@ impl Sender {
         }
         let pending = outbox::pending(
             &conn,
+            previous.map_or(0, |p| p.last_seq),
             self.settings.batch_records,
             self.settings.batch_bytes,
         )?;
         if pending.is_empty() {
             return Ok(None);
         }
-        let (prev_seq, prev_hash) = last_delivered(&conn)?;
+        let (prev_seq, prev_hash) = match previous {
+            Some(p) => (p.batch_seq, p.batch_hash),
+            None => last_delivered(&conn)?,
+        };
         let mut records = Vec::with_capacity(pending.len());
         for p in &pending {
             let record: Record = records::codec::from_slice(&p.body)?;
@@ -261,13 +269,9 @@ impl Sender {
         // Nothing personal outlives its safe delivery: the purge commits with the ack (one
         // transaction and one fsync per batch, not one per applicant). Subjects acknowledged
         // before a crash under older versions are left to the periodic retention sweep.
-        let mut purged = 0;
-        for s in &subjects {
-            Subjects::mark_acked(&tx, s, at)?;
-            if Subjects::purge(&tx, at, &Actor::System, s, "hq_acknowledged")? {
-                purged += 1;
-            }
-        }
+        // One audit entry lists every subject the ack purges.
+        let purged =
+            Subjects::purge_acknowledged(&tx, at, &Actor::System, &subjects, "hq_acknowledged")?;
         for c in &ack.cosignatures {
             tx.execute(
                 "UPDATE audit_checkpoints SET cosignature = ?2 WHERE size = ?1",
@@ -302,39 +306,89 @@ impl Sender {
         Ok(purged)
     }
 
-    /// Send one batch (the stored one first). Errors leave everything in place.
-    pub async fn step(&self) -> Result<Step, SyncError> {
-        let sealed = {
-            let this = self.clone_parts();
-            tokio::task::spawn_blocking(move || this.next_batch())
-                .await
-                .map_err(|e| SyncError::Corrupt(e.to_string()))??
-        };
-        let Some(sealed) = sealed else {
-            return Ok(Step::Idle);
-        };
-        let result = self.transport.send(sealed.envelope.clone()).await;
-        let ack = match result {
-            Ok(ack) => ack,
+    /// The batch after `previous`, sealed and stored off the async runtime.
+    async fn next_batch_blocking(
+        &self,
+        previous: Option<SealedBatch>,
+    ) -> Result<Option<SealedBatch>, SyncError> {
+        let this = self.clone_parts();
+        tokio::task::spawn_blocking(move || this.next_batch(previous.as_ref()))
+            .await
+            .map_err(|e| SyncError::Corrupt(e.to_string()))?
+    }
+
+    /// Send `sealed` and return HQ's ack; a failure is recorded on the stored batch.
+    async fn send(&self, sealed: &SealedBatch) -> Result<Ack, SyncError> {
+        match self.transport.send(sealed.envelope.clone()).await {
+            Ok(ack) => Ok(ack),
             Err(e) => {
                 let conn = self.store.conn()?;
                 conn.execute(
                     "UPDATE sync_batches SET attempts = attempts + 1, last_error = ?2 WHERE batch_seq = ?1",
                     params![sealed.batch_seq as i64, e.message],
                 )?;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Apply `ack` to `sealed` off the async runtime; returns the step it completes.
+    async fn apply_ack_blocking(&self, sealed: SealedBatch, ack: Ack) -> Result<Step, SyncError> {
         let this = self.clone_parts();
-        let s = sealed.clone();
-        let purged = tokio::task::spawn_blocking(move || this.apply_ack(&s, &ack))
-            .await
-            .map_err(|e| SyncError::Corrupt(e.to_string()))??;
+        let purged =
+            tokio::task::spawn_blocking(move || this.apply_ack(&sealed, &ack).map(|n| (sealed, n)))
+                .await
+                .map_err(|e| SyncError::Corrupt(e.to_string()))??;
         Ok(Step::Delivered {
-            batch_seq: sealed.batch_seq,
-            through_seq: sealed.last_seq,
-            purged,
+            batch_seq: purged.0.batch_seq,
+            through_seq: purged.0.last_seq,
+            purged: purged.1,
         })
+    }
+
+    /// Send one batch (the stored one first). Errors leave everything in place.
+    pub async fn step(&self) -> Result<Step, SyncError> {
+        let Some(sealed) = self.next_batch_blocking(None).await? else {
+            return Ok(Step::Idle);
+        };
+        let ack = self.send(&sealed).await?;
+        self.apply_ack_blocking(sealed, ack).await
+    }
+
+    /// Deliver until the outbox is empty or an error occurs, pipelined: while batch N is at
+    /// HQ, the kiosk applies the ack of batch N-1 and seals and stores batch N+1. Sends stay
+    /// one at a time and in order, acks are applied in order, and every batch is stored
+    /// before it is first sent, so a crash at any point resends exactly the same batches
+    /// (HQ acks a resent batch as a duplicate). Calls `delivered` after each applied ack.
+    async fn deliver_pipelined(&self, mut delivered: impl FnMut(&Step)) -> Result<u64, SyncError> {
+        let mut batches = 0;
+        let mut current = self.next_batch_blocking(None).await?;
+        let mut acked: Option<(SealedBatch, Ack)> = None;
+        while let Some(sealed) = current {
+            let previous_ack = async {
+                match acked.take() {
+                    Some((s, a)) => self.apply_ack_blocking(s, a).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (ack, next, applied) = tokio::join!(
+                self.send(&sealed),
+                self.next_batch_blocking(Some(sealed.clone())),
+                previous_ack
+            );
+            if let Some(step) = applied? {
+                batches += 1;
+                delivered(&step);
+            }
+            acked = Some((sealed, ack?));
+            current = next?;
+        }
+        if let Some((s, a)) = acked {
+            let step = self.apply_ack_blocking(s, a).await?;
+            batches += 1;
+            delivered(&step);
+        }
+        Ok(batches)
     }
 
     fn clone_parts(&self) -> Sender {
@@ -348,28 +402,32 @@ impl Sender {
 
     /// Deliver until the outbox is empty or an error occurs.
     pub async fn drain(&self) -> Result<u64, SyncError> {
-        let mut batches = 0;
-        while let Step::Delivered { .. } = self.step().await? {
-            batches += 1;
-        }
-        Ok(batches)
+        self.deliver_pipelined(|_| {}).await
     }
 
     /// Run until cancelled: deliver, back off on failure, wake on `kick` or a poll interval.
     pub async fn run(self, cancel: CancellationToken, kick: Arc<tokio::sync::Notify>) {
         let mut delay = self.settings.retry_min;
         loop {
-            let wait = match self.step().await {
-                Ok(Step::Delivered {
-                    batch_seq,
-                    through_seq,
-                    purged,
-                }) => {
-                    tracing::info!(batch_seq, through_seq, purged, "batch delivered to HQ");
-                    delay = self.settings.retry_min;
-                    continue;
-                }
-                Ok(Step::Idle) => {
+            let mut progressed = false;
+            let outcome = self
+                .deliver_pipelined(|step| {
+                    if let Step::Delivered {
+                        batch_seq,
+                        through_seq,
+                        purged,
+                    } = *step
+                    {
+                        tracing::info!(batch_seq, through_seq, purged, "batch delivered to HQ");
+                    }
+                    progressed = true;
+                })
+                .await;
+            if progressed {
+                delay = self.settings.retry_min;
+            }
+            let wait = match outcome {
+                Ok(_) => {
                     delay = self.settings.retry_min;
                     Duration::from_secs(30)
                 }
