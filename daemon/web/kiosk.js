@@ -494,12 +494,15 @@ function renderCardStatus() {
   $("card-retry").hidden = st.cardStatus !== "error";
 }
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// A reader error shown only when it happens this many times in a row.
+const CARD_READ_ATTEMPTS = 3;
 // Poll the reader until a card is read or the step is left (a card placed on
 // the reader is noticed without a touch on the screen).
 async function startCardReading() {
   st.cardStatus = null;
   setCardStatus("waiting");
   const epoch = st.epoch, s = st.session;
+  let failures = 0; // reader errors in a row: one may be a glitch, three are shown
   while (epoch === st.epoch && st.session === s) {
     const req = api("POST", `/v1/sessions/${s.session_id}/idcard`);
     st.inflight = req;
@@ -513,11 +516,12 @@ async function startCardReading() {
       return advance(true);
     }
     if (sessionGone(r)) return end("expired");
-    if (code === "no_card") setCardStatus("waiting");
-    else if (code === "card_removed") setCardStatus("removed");
-    else if (code === "guardian_required") return show("guardian");
+    if (code === "no_card" || code === "card_removed") {
+      failures = 0;
+      setCardStatus(code === "no_card" ? "waiting" : "removed");
+    } else if (code === "guardian_required") return show("guardian");
     else if (r.status === 422) return setCardStatus("consent");
-    else return setCardStatus("error");
+    else if ((failures += 1) >= CARD_READ_ATTEMPTS) return setCardStatus("error");
     await pause(700);
   }
 }

@@ -18,8 +18,9 @@ const TEXT = {
     batch: "批量签发 UKEY",
     "batch-intro": "为当前插入的全部空白 UKEY 初始化、设置随机初始 PIN 并在 UKEY 上生成密钥对，多支同时进行。",
     "label-prefix": "标签前缀", algorithm: "算法", "batch-start": "开始批量签发",
-    "pins-warning": "初始 PIN 只显示这一次：请立即交给 UKEY 持有人（或封入 PIN 信封），关闭后无法再次查看。",
+    "pins-warning": "以下 PIN 只显示这一次：初始 PIN 请立即交给 UKEY 持有人（或封入 PIN 信封），管理员 PIN 由网点保管；关闭后无法再次查看。",
     "initial-pin": "初始 PIN", "pins-hide": "已记录，隐藏 PIN",
+    "so-pin": "管理员 PIN（SO PIN，用于解锁）",
     sync: "同步到总部", rights: "个人信息权利请求", request: "请求", kind: "类型", state: "状态", due: "截止日期",
     actions: "操作", "no-rights": "没有待处理的请求。", audit: "审计日志", seq: "序号", time: "时间",
     actor: "操作者", action: "动作", object: "对象",
@@ -43,7 +44,7 @@ const TEXT = {
     "kind-access": "查阅", "kind-copy": "复制", "kind-correction": "更正", "kind-deletion": "删除",
     "kind-consent_withdrawal": "撤回同意", "kind-account_cancellation": "注销", "kind-automated_decision": "自动化决策说明",
     "kind-posthumous": "近亲属行使权利",
-    "st-received": "已受理", "st-verified": "身份已核验", "st-completed": "已办结", "st-refused": "已拒绝", "st-forwarded": "已转总部",
+    "st-received": "已受理", "st-verified": "身份已核验", "st-done": "已办结", "st-refused": "已拒绝", "st-forwarded": "已转总部",
     "audit-ok": "审计日志完整：{entries} 条记录，{checkpoints} 个已签名检查点，验证通过。",
     "audit-bad": "审计日志验证失败：{problem}",
     "actor-system": "系统", "actor-applicant": "申请人会话", "actor-staff": "工作人员",
@@ -64,8 +65,9 @@ const TEXT = {
     batch: "Batch UKEY issuance",
     "batch-intro": "Initialise every blank UKEY present, set a random initial PIN and generate a key pair on each, all at once.",
     "label-prefix": "Label prefix", algorithm: "Algorithm", "batch-start": "Start batch issuance",
-    "pins-warning": "The initial PINs are shown this once only: hand each to its holder now (or seal it in a PIN envelope). They cannot be shown again.",
+    "pins-warning": "These PINs are shown this once only: hand each initial PIN to its holder now (or seal it in a PIN envelope) and keep the SO PINs at the branch. They cannot be shown again.",
     "initial-pin": "Initial PIN", "pins-hide": "Noted, hide the PINs",
+    "so-pin": "SO PIN (to unblock)",
     sync: "Sync to headquarters", rights: "Personal-information rights requests", request: "Request", kind: "Kind",
     state: "State", due: "Due", actions: "Actions", "no-rights": "No open requests.", audit: "Audit log",
     seq: "No.", time: "Time", actor: "Actor", action: "Action", object: "Object",
@@ -89,7 +91,7 @@ const TEXT = {
     "kind-access": "access", "kind-copy": "copy", "kind-correction": "correction", "kind-deletion": "deletion",
     "kind-consent_withdrawal": "consent withdrawal", "kind-account_cancellation": "account cancellation",
     "kind-automated_decision": "automated decision", "kind-posthumous": "next of kin",
-    "st-received": "received", "st-verified": "identity verified", "st-completed": "completed", "st-refused": "refused", "st-forwarded": "forwarded to HQ",
+    "st-received": "received", "st-verified": "identity verified", "st-done": "completed", "st-refused": "refused", "st-forwarded": "forwarded to HQ",
     "audit-ok": "Audit log intact: {entries} entries, {checkpoints} signed checkpoints, verified.",
     "audit-bad": "Audit log verification FAILED: {problem}",
     "actor-system": "system", "actor-applicant": "applicant session", "actor-staff": "staff",
@@ -261,7 +263,7 @@ $("batch-form").addEventListener("submit", async (e) => {
 function updateToken(tok) {
   if (!st.batch) return;
   const i = st.batch.tokens.findIndex((x) => x.serial === tok.serial);
-  const { initial_pin: _pin, ...shown } = tok; // PINs are kept apart, shown once
+  const { initial_pin: _pin, initial_so_pin: _soPin, ...shown } = tok; // PINs are kept apart, shown once
   if (i < 0) st.batch.tokens.push(shown); else st.batch.tokens[i] = { ...st.batch.tokens[i], ...shown };
 }
 async function followBatch(id) {
@@ -292,7 +294,9 @@ async function followBatch(id) {
   if (r.status === 200) {
     st.batch.state = r.body.state;
     for (const tok of r.body.tokens) updateToken(tok);
-    st.pins = r.body.tokens.filter((x) => x.initial_pin).map((x) => [x.serial, x.initial_pin]);
+    // The holder's initial PIN and the token's new SO PIN (kept by the branch to unblock it;
+    // also given for a token that failed after its SO PIN was changed, so it can be recovered).
+    st.pins = r.body.tokens.filter((x) => x.initial_pin || x.initial_so_pin).map((x) => [x.serial, x.initial_pin, x.initial_so_pin]);
   } else {
     st.batch.state = "done";
   }
@@ -321,7 +325,8 @@ function renderBatch() {
     }
   }
   $("pins").hidden = st.pins.length === 0;
-  fillTable("pin-table", st.pins.map(([serial, pin]) => [serial, el("span", { className: "pin" }, pin)]));
+  fillTable("pin-table", st.pins.map(([serial, pin, soPin]) => [serial, pin ? el("span", { className: "pin" }, pin) : "—",
+    soPin ? el("span", { className: "pin so-pin" }, soPin) : "—"]));
 }
 $("pins-hide").addEventListener("click", () => { st.pins = []; renderBatch(); });
 
@@ -341,7 +346,7 @@ function renderRights() {
   const list = (st.status && st.status.rights_requests) || [];
   fillTable("rights-table", list.map((q) => {
     const cell = el("div", { className: "row-actions" });
-    if (q.state !== "completed" && q.state !== "refused") {
+    if (q.state !== "done" && q.state !== "refused") {
       const done = el("button", { type: "button" }, t("complete"));
       done.addEventListener("click", () => decide(q.id, "complete"));
       const sel = el("select", {}, ...GROUNDS.map((g) => el("option", { value: g }, t(`g-${g}`))));

@@ -165,6 +165,7 @@ async function runAll() {
   try {
     for (const t of tests.filter((x) => x.name.includes(ONLY))) {
       const started = Date.now();
+      const logsBefore = kioskd.logs.length;
       const profile = await mkdtemp(join(tmpdir(), "kiosk-chromium-"));
       let context, run;
       try {
@@ -183,6 +184,9 @@ async function runAll() {
         results.push(false);
         console.log(`FAIL - ${t.name} (${Date.now() - started} ms)\n${String(e && e.stack ? e.stack : e).replace(/^/gm, "       ")}`);
         if (run) await run.page.screenshot({ path: join(SCREENSHOTS, `FAILED-${run.slug}.png`), fullPage: true }).catch(() => {});
+        // What kioskd warned about meanwhile (its logs carry no personal data).
+        const warned = kioskd.logs.slice(logsBefore).filter((l) => /"level":"(WARN|ERROR)"/.test(l));
+        if (warned.length) console.log(`       kioskd warnings during the test:\n${warned.slice(-15).join("\n").replace(/^/gm, "         ")}`);
       } finally {
         // A failed test must not leave its session open for the next one.
         for (const s of run ? run.sessions : []) await kioskd.call("DELETE", `/v1/sessions/${s.session_id}`, { token: s.token }).catch(() => {});
@@ -456,6 +460,8 @@ const SIM_UKEY_PIN = "123456";
 const ISSUANCE_PHASES = ["正在 UKEY 中生成密钥……", "正在向 CA 申请证书……", "正在写入证书……", "正在签署申请表……", "完成。"];
 // The certificate the application test puts on the simulated UKEY (the sign test uses it).
 let issuedSerial = null;
+// The rights request the applicant files (the staff console test completes it).
+let filedRequest = null;
 
 /** Verify with carrier 3-factor: the purpose of the number is on screen where it is asked. */
 async function verifyByCarrier(r) {
@@ -653,6 +659,7 @@ test("rights request: identity verified, request filed with its deadline", async
   // 15 working days: later than today, within five weeks.
   const due = Date.parse(`${m[2]}T00:00:00Z`), now = Date.now();
   assert.ok(due > now && due < now + 35 * 86400000, `deadline ${m[2]}`);
+  filedRequest = { id: m[1], due: m[2] };
   await r.shot("rights-filed");
   await r.assertNoClearValues("rights filed");
   await r.cancelAndCheck("结束并清除", "after the rights request");
@@ -706,6 +713,15 @@ test("staff console: login, devices, sync, audit, reveal, logout", async (r, kio
   assert.ok(!auditText.includes("CN="), "no staff identity in the audit view");
   await assertAccessible(r, "staff console");
   await r.shot("staff-console");
+  // The applicant's rights request (filed above) is listed with its deadline; staff complete it.
+  if (filedRequest) {
+    const row = r.page.locator("#rights-table tbody tr").filter({ hasText: filedRequest.id });
+    await r.see(row);
+    assert.match(await row.textContent(), new RegExp(`更正.*${filedRequest.due}`));
+    await row.getByRole("button", { name: `办结 ${filedRequest.id}` }).click();
+    await r.see(r.page.getByRole("alert").getByText(`请求 ${filedRequest.id} 已更新为：已办结。`));
+    await r.see(r.page.locator("#audit-table").getByText("rights.done", { exact: true }));
+  }
   // Reveal needs a reason and is audited.
   if (await r.page.locator("#reveal-form").isVisible()) {
     await r.page.getByLabel("理由（必填）").fill("核对申请人更正请求");
@@ -750,12 +766,18 @@ test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r)
     const pins = r.page.locator("#pin-table tbody tr");
     await r.see(pins.first());
     assert.equal(await pins.count(), 8);
-    for (const pin of await r.page.locator("#pin-table .pin").allTextContents()) assert.match(pin, /^\d{6,}$/);
-    await r.see(r.page.getByText(/初始 PIN 只显示这一次/));
+    const userPins = await r.page.locator("#pin-table .pin:not(.so-pin)").allTextContents();
+    const soPins = await r.page.locator("#pin-table .so-pin").allTextContents();
+    assert.equal(userPins.length, 8, "an initial PIN per token");
+    assert.equal(soPins.length, 8, "the new SO PIN per token, to unblock it later");
+    for (const pin of [...userPins, ...soPins]) assert.match(pin, /^\d{6,}$/);
+    await r.see(r.page.getByText(/以下 PIN 只显示这一次：初始 PIN 请立即交给 UKEY 持有人/));
     assert.equal(await r.page.locator("#batch-tokens li.done").count(), 8, "every token done");
     await assertAccessible(r, "batch done");
     await r.shot("staff-batch-done");
     await r.shotOf(r.page.locator("section", { has: r.heading("批量签发 UKEY") }), "staff-batch-section");
+    // Handing out the PINs is audited (the daemon gives them out once).
+    await r.see(r.page.locator("#audit-table").getByText("staff.batch.pins_shown", { exact: true }));
     await r.page.getByRole("button", { name: "已记录，隐藏 PIN" }).click();
     assert.equal(await r.page.locator("#pin-table .pin").count(), 0, "PINs gone from the page");
   } finally {
