@@ -111,6 +111,14 @@ pub async fn serve(
     let devices = Arc::new(crate::devices::Devices::open(&config.devices)?);
     let simulated = devices.idcard_sim.is_some() && devices.fingerprint_sim.is_some();
     let (verifier, _standin) = open_verifier(&config, catalog.clone(), simulated).await?;
+    // A simulated kiosk's soft UKEYs sit in a simulated slot (insert, pull, faults).
+    let (ukeys, ukey_sim) = if simulated && config.ukey.provider == TokenProvider::Soft {
+        let (wrapped, slot) =
+            crate::ukey_sim::SimUkeys::wrap(ukeys, loaded.resolve(&config.ukey.soft_dir));
+        (wrapped as Arc<dyn hsm::TokenProvider>, Some(slot))
+    } else {
+        (ukeys, None)
+    };
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -129,6 +137,7 @@ pub async fn serve(
         binding: Arc::new(open_binding(simulated)),
         hq_recipient: Arc::new(crate::sync::HqRecipient::default()),
         ca: Arc::new(crate::ca_client::CaLink::with_config(config.ca.clone())),
+        ukey_sim,
     };
     let app = api::router(state.clone());
     let tracker = TaskTracker::new();

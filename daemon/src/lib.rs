@@ -31,5 +31,6 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod token_keys;
+pub mod ukey_sim;
 pub mod verify;
 pub mod workflow;

@@ -400,10 +400,22 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
         k.logs().iter().any(|l| l.contains("CA link ready"))
     });
     let seed = matching_seed();
-    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, None);
+    // The UKEY is pulled in the middle of key generation: a clear code, nothing issued or
+    // queued; the applicant inserts it again (here: another one) and the issuance completes.
+    let faulty = json!({ "pull_during_keygen": true });
+    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, Some(faulty));
     assert_eq!(status, 201, "{inserted}");
     let pin = inserted["initial_pin"].as_str().unwrap().to_string();
     let (id, token) = verified_applicant(&k, seed);
+    let path = format!("/v1/sessions/{id}/ukey");
+    let (status, body) = post(&k, &path, &token, json!({ "pin": pin }));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "ukey_removed");
+    assert_eq!(backlog(&k), 0, "nothing queued for HQ");
+    let (_, ukey) = k.call("GET", &path, Some(&token), None);
+    assert_eq!(ukey["present"], false, "{ukey}");
+    let (status, inserted) = k.call("POST", "/v1/sim/ukey", None, None);
+    assert_eq!(status, 201, "{inserted}");
     let (status, issued) = post(
         &k,
         &format!("/v1/sessions/{id}/ukey"),

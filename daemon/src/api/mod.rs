@@ -54,6 +54,8 @@ pub struct AppState {
     pub hq_recipient: Arc<crate::sync::HqRecipient>,
     /// The certificate authority (set when the link to HQ/the CA is up).
     pub ca: Arc<crate::ca_client::CaLink>,
+    /// The simulated UKEY slot (simulated kiosks with soft UKEYs only).
+    pub ukey_sim: Option<Arc<crate::ukey_sim::SimUkeySlot>>,
 }
 
 /// Build the API router.

@@ -883,25 +883,31 @@ async fn lifecycle_on_token(
     }
 }
 
-fn ensure_sim_ukey(state: &AppState) -> Result<std::path::PathBuf, ApiError> {
-    let simulated = state.devices.idcard_sim.is_some()
-        && state.config.ukey.provider == kiosk_config::TokenProvider::Soft;
-    if !simulated {
-        return Err(ApiError::new(
+fn sim_slot(state: &AppState) -> Result<&Arc<crate::ukey_sim::SimUkeySlot>, ApiError> {
+    state.ukey_sim.as_ref().ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "not_simulated",
             "UKEYs are not simulated on this kiosk",
-        ));
-    }
-    Ok(state.config.resolve(&state.config.ukey.soft_dir))
+        )
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SimInsert {
+    /// Pull the UKEY in the middle of the next key generation.
+    #[serde(default)]
+    pull_during_keygen: bool,
 }
 
 /// Insert a simulated UKEY as it comes from staff issuance: initialised, with the initial
 /// PIN of its PIN mailer.
 async fn sim_insert(
     State(state): State<AppState>,
+    body: Option<Json<SimInsert>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    ensure_sim_ukey(&state)?;
+    let slot = sim_slot(&state)?.clone();
     let label = format!("UKEY-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let info = state
         .ukeys
@@ -912,6 +918,9 @@ async fn sim_insert(
         )
         .await
         .map_err(token_error)?;
+    if body.is_some_and(|Json(b)| b.pull_during_keygen) {
+        slot.arm_pull_during_keygen();
+    }
     state.events.device("ukey", true);
     Ok((
         StatusCode::CREATED,
@@ -921,22 +930,9 @@ async fn sim_insert(
 
 /// Pull every simulated UKEY.
 async fn sim_pull(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
-    let dir = ensure_sim_ukey(&state)?;
-    let pulled = dir.join("pulled");
-    std::fs::create_dir_all(&pulled).map_err(|e| ApiError::internal(e.to_string()))?;
-    for entry in std::fs::read_dir(&dir)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .flatten()
-    {
-        let name = entry.file_name();
-        if name.to_string_lossy().ends_with(".token.json") {
-            match std::fs::rename(entry.path(), pulled.join(&name)) {
-                // Pulled meanwhile by a concurrent request: gone is what was asked.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                other => other.map_err(|e| ApiError::internal(e.to_string()))?,
-            }
-        }
-    }
+    sim_slot(&state)?
+        .pull_all()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     state.events.device("ukey", false);
     Ok(StatusCode::NO_CONTENT)
 }
