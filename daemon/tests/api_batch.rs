@@ -8,10 +8,10 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Kioskd, open_session, staff_login};
+use common::{Kioskd, open_session, softhsm_conf, softhsm_module, staff_login};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
@@ -21,36 +21,6 @@ use serde_json::{Value, json};
 const FACTORY_SO_PIN: &str = "factory-so-1";
 const OTHER_FACTORY_SO_PIN: &str = "other-factory-9";
 const TOKENS: usize = 8;
-
-fn softhsm_module() -> PathBuf {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-        "/usr/local/lib/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("libsofthsm2.so not found: install softhsm2")
-}
-
-/// A SoftHSM2 configuration of its own (this test binary's process and its kioskd child
-/// read it from `SOFTHSM2_CONF`).
-fn softhsm_conf(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    conf
-}
 
 fn open_module(module: &Path) -> Pkcs11 {
     let ctx = Pkcs11::new(module).unwrap();

@@ -22,30 +22,9 @@ const USER_PIN: &str = "583926";
 const SO_PIN: &str = "87654321";
 const UKEY_LABEL: &str = "UKEY-E2E";
 
-fn softhsm_module() -> PathBuf {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("libsofthsm2.so (install softhsm2)")
-}
-
 /// A SoftHSM2 configuration with one UKEY as staff hand it out (label, user PIN).
 fn softhsm_with_ukey(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
+    let conf = common::softhsm_conf(dir);
     let out = Command::new("softhsm2-util")
         .env("SOFTHSM2_CONF", &conf)
         .args([
@@ -111,46 +90,19 @@ fn post(k: &Kioskd, path: &str, token: &str, body: serde_json::Value) -> (u16, s
 
 /// Consent, card, fingerprint and carrier verification: the applicant is ready for the UKEY.
 fn verified_applicant(k: &Kioskd, seed: u32) -> (String, String) {
-    let (id, token) = open_session(k, "cert_application");
-    consent(k, &id, &token, json!(["id_number", "fingerprint"]));
-    assert_eq!(
-        k.call(
-            "POST",
-            "/v1/sim/idcard",
-            None,
-            Some(json!({ "seed": seed }))
-        )
-        .0,
-        204
-    );
-    let (status, body) = post(k, &format!("/v1/sessions/{id}/idcard"), &token, json!({}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        k.call("POST", "/v1/sim/fingerprint", None, Some(json!({})))
-            .0,
-        204
-    );
-    let (status, body) = post(
-        k,
-        &format!("/v1/sessions/{id}/fingerprint"),
-        &token,
-        json!({}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        k,
-        &format!("/v1/sessions/{id}/verification"),
-        &token,
-        json!({ "method": "carrier_3factor", "mobile": "13900139000" }),
-    );
-    assert_eq!(status, 200, "{body}");
-    (id, token)
+    card_and_carrier(k, "cert_application", seed, true)
 }
 
-/// A session for `service` whose applicant read card `seed` and passed the carrier check.
-fn card_and_carrier(k: &Kioskd, service: &str, seed: u32) -> (String, String) {
+/// A session for `service` whose applicant read card `seed`, had their finger compared with
+/// it if `fingerprint`, and passed the carrier check.
+fn card_and_carrier(k: &Kioskd, service: &str, seed: u32, fingerprint: bool) -> (String, String) {
     let (id, token) = open_session(k, service);
-    consent(k, &id, &token, json!(["id_number"]));
+    let items = if fingerprint {
+        json!(["id_number", "fingerprint"])
+    } else {
+        json!(["id_number"])
+    };
+    consent(k, &id, &token, items);
     assert_eq!(
         k.call(
             "POST",
@@ -163,6 +115,20 @@ fn card_and_carrier(k: &Kioskd, service: &str, seed: u32) -> (String, String) {
     );
     let (status, body) = post(k, &format!("/v1/sessions/{id}/idcard"), &token, json!({}));
     assert_eq!(status, 200, "{body}");
+    if fingerprint {
+        assert_eq!(
+            k.call("POST", "/v1/sim/fingerprint", None, Some(json!({})))
+                .0,
+            204
+        );
+        let (status, body) = post(
+            k,
+            &format!("/v1/sessions/{id}/fingerprint"),
+            &token,
+            json!({}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
     let (status, body) = post(
         k,
         &format!("/v1/sessions/{id}/verification"),
@@ -180,7 +146,7 @@ fn an_applicant_gets_a_certificate_on_their_ukey_and_hq_gets_only_the_minimized_
     let dir = data_dir();
     let hsm_dir = tempfile::tempdir().unwrap();
     let conf = softhsm_with_ukey(hsm_dir.path());
-    let module = softhsm_module();
+    let module = common::softhsm_module();
     let k = Kioskd::start_with_env(dir.path(), &config(&module), &[("SOFTHSM2_CONF", &conf)]);
     wait_for("the local HQ and its CA", Duration::from_secs(120), || {
         k.logs().iter().any(|l| l.contains("CA link ready"))
@@ -325,7 +291,7 @@ fn wrong_pins_lock_out_an_absent_ukey_is_named_and_a_cancel_leaves_nothing() {
     let dir = data_dir();
     let hsm_dir = tempfile::tempdir().unwrap();
     let conf = softhsm_with_ukey(hsm_dir.path());
-    let module = softhsm_module();
+    let module = common::softhsm_module();
     let k = Kioskd::start_with_env(dir.path(), &config(&module), &[("SOFTHSM2_CONF", &conf)]);
     wait_for("the local HQ and its CA", Duration::from_secs(120), || {
         k.logs().iter().any(|l| l.contains("CA link ready"))
@@ -470,7 +436,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
 
     // Lifecycle, each action after the holder read their card and was verified again.
     let lifecycle = |action: &str, extra: serde_json::Value| -> serde_json::Value {
-        let (id, token) = card_and_carrier(&k, "lifecycle", seed);
+        let (id, token) = card_and_carrier(&k, "lifecycle", seed, false);
         let mut req = json!({ "pin": pin });
         if let Some(reason) = extra.get("reason") {
             req["reason"] = reason.clone();
@@ -513,7 +479,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
                 .is_some_and(|d| d % 2 == 0)
         })
         .unwrap();
-    let (id, token) = card_and_carrier(&k, "lifecycle", other);
+    let (id, token) = card_and_carrier(&k, "lifecycle", other, false);
     let (status, body) = post(
         &k,
         &format!("/v1/sessions/{id}/certificate/suspend"),

@@ -265,3 +265,34 @@ pub fn staff_login(k: &Kioskd) -> String {
     assert_eq!(status, 200, "{login}");
     login["staff_token"].as_str().unwrap().to_string()
 }
+
+/// Path of SoftHSM2's PKCS#11 module.
+pub fn softhsm_module() -> PathBuf {
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib64/pkcs11/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("libsofthsm2.so not found: install softhsm2")
+}
+
+/// A SoftHSM2 configuration of its own under `dir` (a test process and its kioskd child read
+/// it from `SOFTHSM2_CONF`).
+pub fn softhsm_conf(dir: &Path) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
