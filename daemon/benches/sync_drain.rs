@@ -10,7 +10,10 @@
 //! record and the kiosk applied every ack (seal, send, verify, decrypt, commit, ack, purge).
 //! Baseline: the rows HQ stored are read back (untimed) and written with binary COPY into an
 //! identical, freshly migrated table of the same cluster. `KIOSKD_BENCH_RECORDS=N` scales the
-//! backlog (default 100,000).
+//! backlog (default 100,000). Both envelope suites are measured, each against its own HQ:
+//! GM (SM2/SM3 signature, SM2-wrapped SM4-GCM, the default) and NIST (ECDSA P-256, HPKE
+//! P-256/AES-128-GCM); `KIOSKD_BENCH_SUITES=gm` picks one. The records themselves are the
+//! same in both (their personal fields sealed to HQ with the suite's cipher at enqueue).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,9 +67,40 @@ type RecordRow = (
     time::OffsetDateTime,
 );
 
+/// Records per batch: the daemon's default (`[hq] batch_records`) unless
+/// `KIOSKD_BENCH_BATCH_RECORDS` says otherwise.
+fn batch_records(defaults: &HqSection) -> usize {
+    std::env::var("KIOSKD_BENCH_BATCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(defaults.batch_records)
+}
+
+/// The suites to measure: `KIOSKD_BENCH_SUITES=gm,nist` (default both).
+fn suites_wanted() -> Vec<Suite> {
+    let wanted = std::env::var("KIOSKD_BENCH_SUITES").unwrap_or_else(|_| "gm,nist".into());
+    wanted
+        .split(',')
+        .map(|name| match name.trim() {
+            "gm" => Suite::Gm,
+            "nist" => Suite::Nist,
+            other => panic!("KIOSKD_BENCH_SUITES: unknown suite {other:?} (gm, nist)"),
+        })
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let total = records_wanted();
+    for suite in suites_wanted() {
+        drain_against_copy(suite, total).await;
+    }
+}
+
+/// One measurement with a fresh HQ (PostgreSQL cluster) and a fresh kiosk store.
+async fn drain_against_copy(suite: Suite, total: u64) {
+    println!("--- envelope suite {suite:?} ---");
     let dir = tempfile::tempdir().expect("tempdir");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -77,7 +111,10 @@ async fn main() {
     let hq = LocalHq::start(&dir.path().join("pki"))
         .await
         .expect("local HQ (PostgreSQL initdb/pg_ctl, demo PKI, mTLS server)");
-    let signer = Arc::new(SoftSigner::generate_sm2("1234567812345678").expect("device key"));
+    let signer = Arc::new(match suite {
+        Suite::Gm => SoftSigner::generate_sm2("1234567812345678").expect("device key"),
+        Suite::Nist => SoftSigner::generate_p256(),
+    });
     let verifier = signer.verifier();
     hq.register_kiosk(DEMO_KIOSK_ID, &verifier)
         .await
@@ -85,7 +122,6 @@ async fn main() {
 
     // --- kiosk backlog (untimed) ------------------------------------------------------------
     let defaults = HqSection::default();
-    let suite = Suite::Gm;
     let store = Store::open(&dir.path().join("kiosk.sqlite")).expect("kiosk store");
     let filling = Instant::now();
     {
@@ -109,8 +145,14 @@ async fn main() {
         .expect("fill task")
         .expect("fill the outbox");
     }
+    let backlog_bytes: i64 = store
+        .conn()
+        .expect("store")
+        .query_row("SELECT sum(length(body)) FROM outbox", [], |r| r.get(0))
+        .expect("backlog size");
     println!(
-        "backlog: {total} synthetic minimized records written in {:.1} s (untimed)",
+        "backlog: {total} synthetic minimized records ({:.0} bytes each on average) written in {:.1} s (untimed)",
+        backlog_bytes as f64 / total as f64,
         filling.elapsed().as_secs_f64()
     );
 
@@ -130,7 +172,7 @@ async fn main() {
             kiosk_id: DEMO_KIOSK_ID.into(),
             suite,
             recipient: hq.recipient_public.clone(),
-            batch_records: defaults.batch_records,
+            batch_records: batch_records(&defaults),
             batch_bytes: defaults.batch_bytes,
             retry_min: Duration::from_millis(defaults.retry_min_ms),
             retry_max: Duration::from_millis(defaults.retry_max_ms),
@@ -221,7 +263,8 @@ async fn main() {
     let ratio = drain_rate / copy_rate;
     println!(
         "records: {total}; sender batches: {batches} (batch limits {} records / {} bytes, suite {suite:?})",
-        defaults.batch_records, defaults.batch_bytes
+        batch_records(&defaults),
+        defaults.batch_bytes
     );
     println!(
         "kiosk -> hq-ingest end-to-end (seal, mTLS, verify, decrypt, commit, ack, purge): {drain_rate:>8.0} records/s ({drain_secs:.2} s)"

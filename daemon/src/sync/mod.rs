@@ -148,7 +148,7 @@ impl Sender {
     /// it and chained to it. Sealing the next batch while `previous` is in flight changes
     /// nothing that leaves the kiosk: the same records, in the same batches and chain.
     fn next_batch(&self, previous: Option<&SealedBatch>) -> Result<Option<SealedBatch>, SyncError> {
-        let mut conn = self.store.conn()?;
+        let conn = self.store.conn()?;
         let stored = conn
             .query_row(
                 "SELECT batch_seq, batch_hash, last_seq, envelope FROM sync_batches
@@ -187,6 +187,9 @@ impl Sender {
             Some(p) => (p.batch_seq, p.batch_hash),
             None => last_delivered(&conn)?,
         };
+        // Sealing (CBOR, SM4-GCM or AES-GCM, a signature) does not need the store: the API and
+        // the ack of the batch in flight use it meanwhile. Only this task writes batches.
+        drop(conn);
         let mut records = Vec::with_capacity(pending.len());
         for p in &pending {
             let record: Record = records::codec::from_slice(&p.body)?;
@@ -216,6 +219,7 @@ impl Sender {
         )?;
         let first_seq = pending.first().map(|p| p.seq).unwrap_or(0);
         let last_seq = pending.last().map(|p| p.seq).unwrap_or(0);
+        let mut conn = self.store.conn()?;
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO sync_batches (batch_seq, batch_hash, first_seq, last_seq, envelope, sealed_at)
