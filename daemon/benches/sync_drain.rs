@@ -30,8 +30,6 @@ use records::client::tls::ClientKey;
 use records::envelope::Suite;
 use records::signing::SoftSigner;
 use tokio_postgres::NoTls;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 const GOAL: f64 = 0.5;
 const RECORD_COLUMNS: &str =
@@ -226,35 +224,23 @@ async fn drain_against_copy(suite: Suite, total: u64) {
     hq_ingest::db::register_kiosk(&baseline, DEMO_KIOSK_ID, &verifier)
         .await
         .expect("register kiosk in baseline");
+    // The rows' column references are gathered before the clock starts.
+    let columns: Vec<hq_ingest::db::RecordColumns<'_>> = rows
+        .iter()
+        .map(
+            |(kiosk, seq, id, kind, subject, body, batch_seq, at)| -> hq_ingest::db::RecordColumns<'_> {
+                [kiosk, seq, id, kind, subject, body, batch_seq, at]
+            },
+        )
+        .collect();
     let started = Instant::now();
     let sink = baseline
-        .copy_in(&format!(
-            "COPY records ({RECORD_COLUMNS}) FROM STDIN BINARY"
-        ))
+        .copy_in(hq_ingest::db::COPY_RECORDS)
         .await
         .expect("copy");
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TEXT,
-            Type::INT8,
-            Type::BYTEA,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::INT8,
-            Type::TIMESTAMPTZ,
-        ],
-    );
-    let mut writer = std::pin::pin!(writer);
-    for (kiosk, seq, id, kind, subject, body, batch_seq, at) in &rows {
-        writer
-            .as_mut()
-            .write(&[kiosk, seq, id, kind, subject, body, batch_seq, at])
-            .await
-            .expect("copy row");
-    }
-    let copied = writer.finish().await.expect("copy finish");
+    let copied = hq_ingest::db::copy_records(sink, &columns)
+        .await
+        .expect("copy");
     let copy_secs = started.elapsed().as_secs_f64();
     assert_eq!(copied, total, "COPY wrote every row");
 

@@ -84,6 +84,13 @@ module = "{}"
     )
 }
 
+/// Waits until kioskd's link to the CA (the local HQ's or a separate one) is up.
+fn wait_for_ca_link(k: &Kioskd, within: Duration) {
+    wait_for("the link to the CA", within, || {
+        k.logs().iter().any(|l| l.contains("CA link ready"))
+    });
+}
+
 fn post(k: &Kioskd, path: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     k.call("POST", path, Some(token), Some(body))
 }
@@ -148,9 +155,7 @@ fn an_applicant_gets_a_certificate_on_their_ukey_and_hq_gets_only_the_minimized_
     let conf = softhsm_with_ukey(hsm_dir.path());
     let module = common::softhsm_module();
     let k = Kioskd::start_with_env(dir.path(), &config(&module), &[("SOFTHSM2_CONF", &conf)]);
-    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
-        k.logs().iter().any(|l| l.contains("CA link ready"))
-    });
+    wait_for_ca_link(&k, Duration::from_secs(120));
     let seed = matching_seed();
     let text = fixtures::resident_text(seed);
     let (id, token) = verified_applicant(&k, seed);
@@ -293,9 +298,7 @@ fn wrong_pins_lock_out_an_absent_ukey_is_named_and_a_cancel_leaves_nothing() {
     let conf = softhsm_with_ukey(hsm_dir.path());
     let module = common::softhsm_module();
     let k = Kioskd::start_with_env(dir.path(), &config(&module), &[("SOFTHSM2_CONF", &conf)]);
-    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
-        k.logs().iter().any(|l| l.contains("CA link ready"))
-    });
+    wait_for_ca_link(&k, Duration::from_secs(120));
     let seed = matching_seed();
     let (id, token) = verified_applicant(&k, seed);
     let path = format!("/v1/sessions/{id}/ukey");
@@ -362,9 +365,7 @@ retry_max_ms = 1000
 fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revokes_it() {
     let dir = data_dir();
     let k = Kioskd::start(dir.path(), SOFT_UKEY_CONFIG);
-    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
-        k.logs().iter().any(|l| l.contains("CA link ready"))
-    });
+    wait_for_ca_link(&k, Duration::from_secs(120));
     let seed = matching_seed();
     // The UKEY is pulled in the middle of key generation: a clear code, nothing issued or
     // queued; the applicant inserts it again (here: another one) and the issuance completes.
@@ -648,9 +649,7 @@ url = "https://127.0.0.1:{ca_port}"
         pki.record_public.display()
     );
     let k = Kioskd::start(&dir.path().join("kiosk"), &config);
-    wait_for("the CA link", Duration::from_secs(60), || {
-        k.logs().iter().any(|l| l.contains("CA link ready"))
-    });
+    wait_for_ca_link(&k, Duration::from_secs(60));
     let registered = Command::new(&bin)
         .args(["register-kiosk", "--database-url", &db, "--kiosk-id", KIOSK])
         .arg("--public-key")
@@ -698,9 +697,7 @@ url = "https://127.0.0.1:{ca_port}"
 fn an_enterprise_agent_is_verified_as_an_individual_and_a_card_pulled_mid_read_leaves_nothing() {
     let dir = data_dir();
     let k = Kioskd::start(dir.path(), SOFT_UKEY_CONFIG);
-    wait_for("the local HQ and its CA", Duration::from_secs(120), || {
-        k.logs().iter().any(|l| l.contains("CA link ready"))
-    });
+    wait_for_ca_link(&k, Duration::from_secs(120));
     let seed = matching_seed();
 
     // The card leaves the reader mid-read: a clear code, nothing stored, the step can be redone.

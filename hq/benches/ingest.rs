@@ -16,8 +16,6 @@ use hq_ingest::tls::ClientKey;
 use hq_ingest::{db, keys, metrics, server, tls};
 use records::wire::*;
 use records::{SM2_DEFAULT_DISTID, SoftSigner, Suite};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -197,31 +195,11 @@ async fn main() {
         })
         .collect();
     let now = time::OffsetDateTime::now_utc();
-    let started = Instant::now();
-    let sink = baseline
-        .copy_in(
-            "COPY records (kiosk_id, seq, record_id, kind, subject_ref, body, batch_seq, received_at) FROM STDIN BINARY",
-        )
-        .await
-        .expect("copy");
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TEXT,
-            Type::INT8,
-            Type::BYTEA,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::INT8,
-            Type::TIMESTAMPTZ,
-        ],
-    );
-    let mut writer = std::pin::pin!(writer);
-    for (seq, id, subject, body) in &rows {
-        writer
-            .as_mut()
-            .write(&[
+    // The rows' column references are gathered before the clock starts.
+    let columns: Vec<db::RecordColumns<'_>> = rows
+        .iter()
+        .map(|(seq, id, subject, body)| -> db::RecordColumns<'_> {
+            [
                 &DEMO_KIOSK_ID,
                 seq,
                 id,
@@ -230,11 +208,12 @@ async fn main() {
                 body,
                 &1i64,
                 &now,
-            ])
-            .await
-            .expect("copy row");
-    }
-    writer.finish().await.expect("copy finish");
+            ]
+        })
+        .collect();
+    let started = Instant::now();
+    let sink = baseline.copy_in(db::COPY_RECORDS).await.expect("copy");
+    db::copy_records(sink, &columns).await.expect("copy");
     let copy_secs = started.elapsed().as_secs_f64();
 
     let ingest_rate = total as f64 / ingest_secs;

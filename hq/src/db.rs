@@ -222,3 +222,38 @@ pub async fn kiosk_key(
         })
     }))
 }
+
+/// The `COPY` that [`copy_records`] feeds: start it with `copy_in` on a client or a
+/// transaction and hand the sink over.
+pub const COPY_RECORDS: &str = "COPY records (kiosk_id, seq, record_id, kind, subject_ref, body, batch_seq, received_at) FROM STDIN BINARY";
+
+/// One row of `records` for [`copy_records`], in the column order of [`COPY_RECORDS`].
+pub type RecordColumns<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync); 8];
+
+/// Binary `COPY` of rows into `records` through a sink of [`COPY_RECORDS`]: the ingest
+/// path's insert, and the baseline the benchmarks compare it with. Returns the rows written.
+pub async fn copy_records(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    rows: &[RecordColumns<'_>],
+) -> Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+        ],
+    );
+    let mut writer = std::pin::pin!(writer);
+    for row in rows {
+        writer.as_mut().write(row).await?;
+    }
+    writer.finish().await
+}

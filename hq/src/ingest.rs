@@ -601,32 +601,11 @@ async fn copy_records(
     now: OffsetDateTime,
     rows: &[RecordRow],
 ) -> Result<(), IngestError> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::Type;
-    let sink = tx
-        .copy_in(
-            "COPY records (kiosk_id, seq, record_id, kind, subject_ref, body, batch_seq, received_at)
-             FROM STDIN BINARY",
-        )
-        .await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TEXT,
-            Type::INT8,
-            Type::BYTEA,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::INT8,
-            Type::TIMESTAMPTZ,
-        ],
-    );
-    let mut writer = std::pin::pin!(writer);
-    for r in rows {
-        writer
-            .as_mut()
-            .write(&[
+    let sink = tx.copy_in(crate::db::COPY_RECORDS).await?;
+    let columns: Vec<crate::db::RecordColumns<'_>> = rows
+        .iter()
+        .map(|r| -> crate::db::RecordColumns<'_> {
+            [
                 &kiosk_id,
                 &r.seq,
                 &r.record_id,
@@ -635,10 +614,10 @@ async fn copy_records(
                 &r.body,
                 &batch_seq,
                 &now,
-            ])
-            .await?;
-    }
-    writer.finish().await?;
+            ]
+        })
+        .collect();
+    crate::db::copy_records(sink, &columns).await?;
     Ok(())
 }
 

@@ -139,6 +139,28 @@ async fn find_ukey(state: &AppState) -> Result<(Arc<dyn Token>, hsm::TokenInfo),
     }
 }
 
+/// The certificate subject from the holder's verified values, or why it cannot be one.
+fn holder_subject(values: &[Personal], digest: &[u8; 32]) -> Result<String, ApiError> {
+    issuance::subject_name(values, digest).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unusable_name",
+            e.to_string(),
+        )
+    })
+}
+
+/// The inserted UKEY with the holder logged in by `pin` (signing and the lifecycle actions).
+async fn holder_ukey(
+    state: &AppState,
+    session: &ApplicantSession,
+    pin: String,
+) -> Result<Arc<dyn Token>, ApiError> {
+    let (token, _) = find_ukey(state).await?;
+    login_holder(state, session, &token, Zeroizing::new(pin)).await?;
+    Ok(token)
+}
+
 /// Log in as the holder with `pin`, once. A wrong PIN counts against the session's limit and
 /// the screen learns the retries left (from the token when it says, else from the limit).
 async fn login_holder(
@@ -354,13 +376,7 @@ async fn issue(
     let (subject_id, digest, mut values) = holder_values(&state, &session).await?;
     // What the applicant typed or declared (mobile, the enterprise's fields) goes with it.
     values.extend(state.memory.typed(&session.id));
-    let subject = issuance::subject_name(&values, &digest).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unusable_name",
-            e.to_string(),
-        )
-    })?;
+    let subject = holder_subject(&values, &digest)?;
     let (token, info) = find_ukey(&state).await?;
     state.events.device("ukey", true);
     let new_pin = body.new_pin.take().map(Zeroizing::new);
@@ -620,14 +636,7 @@ async fn sign(
     }
     // The purpose consent of certificate use comes first, like every service.
     super::verification::require_consent(&state, &session, "document_digest").await?;
-    let (token, _) = find_ukey(&state).await?;
-    login_holder(
-        &state,
-        &session,
-        &token,
-        Zeroizing::new(std::mem::take(&mut body.pin)),
-    )
-    .await?;
+    let token = holder_ukey(&state, &session, std::mem::take(&mut body.pin)).await?;
     let label = state.config.ukey.key_label.clone();
     let signed = async {
         let key = token.key(&label).await?;
@@ -742,21 +751,8 @@ async fn lifecycle(
     require_ready(&state, &session, Step::Lifecycle)?;
     let ca = state.ca.client(LINK_WAIT).await.map_err(ca_error)?;
     let (_, digest, values) = holder_values(&state, &session).await?;
-    let subject = issuance::subject_name(&values, &digest).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unusable_name",
-            e.to_string(),
-        )
-    })?;
-    let (token, _) = find_ukey(&state).await?;
-    login_holder(
-        &state,
-        &session,
-        &token,
-        Zeroizing::new(std::mem::take(&mut body.pin)),
-    )
-    .await?;
+    let subject = holder_subject(&values, &digest)?;
+    let token = holder_ukey(&state, &session, std::mem::take(&mut body.pin)).await?;
     let label = state.config.ukey.key_label.clone();
     let done = lifecycle_on_token(&token, &ca, &label, &action, &digest, &subject, reason).await;
     let _ = token.logout().await;
