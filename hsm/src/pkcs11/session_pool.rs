@@ -118,18 +118,49 @@ fn answer<T>(slot: &AnswerSlot<T>, result: Result<T>) {
 /// thread costs more (on a VM, tens of microseconds) than the polling.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
+/// Idle workers polling right now, across all pools: at most one fewer than the CPUs, so
+/// that polling never takes the CPU that busy workers (and the token) need.
+static POLLING: AtomicUsize = AtomicUsize::new(0);
+
+fn may_poll() -> bool {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get().saturating_sub(1))
+            .unwrap_or(0)
+    });
+    POLLING
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 fn next_message(messages: &Receiver<WorkerMessage>) -> Option<WorkerMessage> {
-    let start = Instant::now();
-    loop {
-        match messages.try_recv() {
-            Ok(message) => return Some(message),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_SLEEP => {
-                std::thread::yield_now();
+    use std::sync::mpsc::TryRecvError;
+    match messages.try_recv() {
+        Ok(message) => return Some(message),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {}
+    }
+    if may_poll() {
+        let start = Instant::now();
+        let polled = loop {
+            match messages.try_recv() {
+                Ok(message) => break Some(Some(message)),
+                Err(TryRecvError::Disconnected) => break Some(None),
+                Err(TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_SLEEP => {
+                    std::thread::yield_now();
+                }
+                Err(TryRecvError::Empty) => break None,
             }
-            Err(std::sync::mpsc::TryRecvError::Empty) => return messages.recv().ok(),
+        };
+        POLLING.fetch_sub(1, Ordering::AcqRel);
+        if let Some(message) = polled {
+            return message;
         }
     }
+    messages.recv().ok()
 }
 
 fn worker_loop(messages: Receiver<WorkerMessage>) {
