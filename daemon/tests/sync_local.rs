@@ -48,3 +48,34 @@ fn local_hq_receives_every_record_once_and_the_kiosk_keeps_nothing() {
     );
     kiosk.stop();
 }
+
+/// The local HQ stops by itself on SIGTERM while its parent still holds its stdin open (how
+/// it notices a parent that died). It used to hang in a stdin read the runtime waited for,
+/// until kioskd's grace ran out and it killed the child.
+#[test]
+fn the_local_hq_stops_on_sigterm_while_its_parent_lives() {
+    let hq_bin = hq_ingest();
+    let dir = data_dir();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let signer = records::signing::SoftSigner::generate_p256();
+        let verifier = records::public_keys::verifier_to_json(&signer.verifier());
+        let hq = kioskd::sync::local_hq::LocalHqProcess::start(
+            &hq_bin,
+            dir.path(),
+            "kiosk-stop",
+            &verifier,
+        )
+        .await
+        .expect("the local HQ starts");
+        // Generous: the point is that it exits at all, not how fast.
+        let status = hq.stop(Duration::from_secs(60)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the local HQ exits on SIGTERM by itself (status {status:?}; None: it had to be killed)"
+        );
+    });
+}

@@ -251,7 +251,6 @@ async fn run_local(
     kiosk_id: &str,
     kiosk_verifier: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use tokio::io::AsyncReadExt;
     use tokio::signal::unix::{SignalKind, signal};
     let text = std::fs::read_to_string(kiosk_verifier)
         .with_context(|| format!("reading {}", kiosk_verifier.display()))?;
@@ -270,16 +269,21 @@ async fn run_local(
     };
     println!("{}", serde_json::to_string(&ready)?);
     tracing::info!(url = %ready.url, kiosk = kiosk_id, "local HQ serving");
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 64];
-    let stdin_closed = async {
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
+    // The parent holds our stdin open while it lives. It is watched from a plain thread, not
+    // `tokio::io::stdin` (a runtime blocking task): the runtime waits for its blocking tasks
+    // when it shuts down, and a read that never returns kept this process alive until the
+    // parent's grace period ran out and it was killed.
+    let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            use std::io::Read as _;
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 64];
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = stdin_closed_tx.send(());
+        })
+        .context("starting the parent watch thread")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -374,7 +374,7 @@ async fn run_local(
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "local HQ answered with unusable files; records stay in the outbox");
-                        hq.stop(Duration::from_secs(5)).await;
+                        let _ = hq.stop(Duration::from_secs(5)).await;
                         return;
                     }
                 };
@@ -384,7 +384,7 @@ async fn run_local(
                 tokio::select! {
                     _ = cancel.cancelled() => {
                         let _ = (&mut sending).await;
-                        hq.stop(Duration::from_secs(5)).await;
+                        let _ = hq.stop(Duration::from_secs(5)).await;
                         return;
                     }
                     status = hq.exited() => {

@@ -131,20 +131,22 @@ impl LocalHqProcess {
         self.child.wait().await.ok()
     }
 
-    /// Ask the child to stop (SIGTERM), wait up to `grace`, then kill it.
-    pub async fn stop(mut self, grace: Duration) {
+    /// Ask the child to stop (SIGTERM) and wait up to `grace`: its exit status, or `None` when
+    /// it had to be killed.
+    pub async fn stop(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("local HQ did not stop in time; killing it");
-            let _ = self.child.kill().await;
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                tracing::warn!("local HQ did not stop in time; killing it");
+                let _ = self.child.kill().await;
+                None
+            }
         }
     }
 }
