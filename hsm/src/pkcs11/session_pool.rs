@@ -73,6 +73,8 @@ pub struct SessionPool {
     /// Workers waiting for a job, most recently used last (it is the likeliest still awake).
     idle: Mutex<Vec<WorkerHandle>>,
     workers: AtomicUsize,
+    /// The worker threads, joined when the pool goes (see `Drop`).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     deadlines: Arc<Deadlines>,
     permits: Arc<Semaphore>,
     logged_in: AtomicBool,
@@ -205,6 +207,7 @@ impl SessionPool {
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             workers: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
             deadlines: Deadlines::new(timeout),
             permits: Arc::new(Semaphore::new(max_sessions)),
             logged_in: AtomicBool::new(false),
@@ -323,9 +326,12 @@ impl SessionPool {
         let spawned = std::thread::Builder::new()
             .name(format!("pkcs11-session-{started}"))
             .spawn(move || worker_loop(receiver));
-        if let Err(e) = spawned {
-            self.workers.fetch_sub(1, Ordering::AcqRel);
-            return Err(worker_error(format!("cannot start a session worker: {e}")));
+        match spawned {
+            Ok(thread) => lock(&self.threads).push(thread),
+            Err(e) => {
+                self.workers.fetch_sub(1, Ordering::AcqRel);
+                return Err(worker_error(format!("cannot start a session worker: {e}")));
+            }
         }
         Ok(WorkerHandle { messages })
     }
@@ -396,6 +402,24 @@ impl SessionPool {
             result
         })
         .await
+    }
+}
+
+/// Closes every session before the pool is gone: each worker's channel closes, the worker
+/// drops its session (`C_CloseSession`) and ends, and is joined here. Left to finish on their
+/// own, workers closed sessions while the process exited, racing the module's own teardown
+/// (SoftHSM2 aborted with a double free). Every worker is idle by now: a call in progress
+/// holds the pool. The one exception is the worker whose finished call dropped the last
+/// reference; it is this thread, ends after its call, and is not joined.
+impl Drop for SessionPool {
+    fn drop(&mut self) {
+        lock(&self.idle).clear();
+        let me = std::thread::current().id();
+        for thread in std::mem::take(&mut *lock(&self.threads)) {
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
