@@ -120,6 +120,7 @@ async fn drain_against_copy(suite: Suite, total: u64) {
 
     // --- kiosk backlog (untimed) ------------------------------------------------------------
     let defaults = HqSection::default();
+    let batch_records = batch_records(&defaults);
     let store = Store::open(&dir.path().join("kiosk.sqlite")).expect("kiosk store");
     let filling = Instant::now();
     {
@@ -170,7 +171,7 @@ async fn drain_against_copy(suite: Suite, total: u64) {
             kiosk_id: DEMO_KIOSK_ID.into(),
             suite,
             recipient: hq.recipient_public.clone(),
-            batch_records: batch_records(&defaults),
+            batch_records,
             batch_bytes: defaults.batch_bytes,
             retry_min: Duration::from_millis(defaults.retry_min_ms),
             retry_max: Duration::from_millis(defaults.retry_max_ms),
@@ -249,8 +250,7 @@ async fn drain_against_copy(suite: Suite, total: u64) {
     let ratio = drain_rate / copy_rate;
     println!(
         "records: {total}; sender batches: {batches} (batch limits {} records / {} bytes, suite {suite:?})",
-        batch_records(&defaults),
-        defaults.batch_bytes
+        batch_records, defaults.batch_bytes
     );
     println!(
         "kiosk -> hq-ingest end-to-end (seal, mTLS, verify, decrypt, commit, ack, purge): {drain_rate:>8.0} records/s ({drain_secs:.2} s)"

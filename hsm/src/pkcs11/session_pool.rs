@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -138,31 +138,30 @@ fn may_poll() -> bool {
         .is_ok()
 }
 
+/// The worker's next message: polled for a while when a polling slot is free, then waited
+/// for. `None` when the pool is gone.
 fn next_message(messages: &Receiver<WorkerMessage>) -> Option<WorkerMessage> {
-    use std::sync::mpsc::TryRecvError;
-    match messages.try_recv() {
-        Ok(message) => return Some(message),
-        Err(TryRecvError::Disconnected) => return None,
-        Err(TryRecvError::Empty) => {}
-    }
     if may_poll() {
-        let start = Instant::now();
-        let polled = loop {
-            match messages.try_recv() {
-                Ok(message) => break Some(Some(message)),
-                Err(TryRecvError::Disconnected) => break Some(None),
-                Err(TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_SLEEP => {
-                    std::thread::yield_now();
-                }
-                Err(TryRecvError::Empty) => break None,
-            }
-        };
+        let polled = poll(messages);
         POLLING.fetch_sub(1, Ordering::AcqRel);
-        if let Some(message) = polled {
-            return message;
+        if !matches!(polled, Err(TryRecvError::Empty)) {
+            return polled.ok();
         }
     }
     messages.recv().ok()
+}
+
+/// Polls `messages` for up to [`SPIN_BEFORE_SLEEP`]; `Empty` when nothing came.
+fn poll(messages: &Receiver<WorkerMessage>) -> std::result::Result<WorkerMessage, TryRecvError> {
+    let start = Instant::now();
+    loop {
+        match messages.try_recv() {
+            Err(TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_SLEEP => {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
 }
 
 fn worker_loop(messages: Receiver<WorkerMessage>) {
