@@ -55,6 +55,13 @@ pub enum AppError {
     Verify(#[from] crate::verify::VerifyError),
     #[error("starting the stand-in verification services: {0}")]
     StandIn(std::io::Error),
+    #[error(
+        "{addr} (from {origin}) is not a loopback address; bind the local API to 127.0.0.1 or [::1]: it must not be reachable from the network"
+    )]
+    NotLoopback {
+        addr: SocketAddr,
+        origin: &'static str,
+    },
 }
 
 /// Command-line overrides that are not part of the file.
@@ -66,6 +73,16 @@ pub struct RunOptions {
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(loaded: LoadedConfig, opts: RunOptions) -> Result<(), AppError> {
+    // The file's `api.listen` is validated with the config; the override is checked here,
+    // before anything starts, so that neither way can put the API on the network.
+    if let Some(addr) = opts.api_addr
+        && !addr.ip().is_loopback()
+    {
+        return Err(AppError::NotLoopback {
+            addr,
+            origin: "KIOSKD_API_ADDR / --api-addr",
+        });
+    }
     let shutdown = CancellationToken::new();
     let signals = spawn_signal_listener(shutdown.clone())?;
     let result = serve(loaded, opts, shutdown).await;
