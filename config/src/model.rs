@@ -28,10 +28,25 @@ pub struct Config {
     pub privacy: PrivacySection,
 }
 
+/// Whether this kiosk runs as a demonstration or serves real applicants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KioskMode {
+    /// The embedded defaults are allowed (soft token, built-in secrets, simulated devices,
+    /// stand-in verifiers, local HQ, demo staff CA); each is announced in the log at start.
+    #[default]
+    Demo,
+    /// Every demo stand-in is refused by `kioskd check-config` and at start-up; secrets come
+    /// from files readable only by the service or from systemd credentials.
+    Production,
+}
+
 /// Identity of this kiosk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KioskSection {
+    /// `demo` (the default) or `production`.
+    pub mode: KioskMode,
     /// Stable identifier of the kiosk (matches the CN of its client certificate at HQ).
     pub id: String,
     /// Branch office the kiosk stands in.
@@ -44,6 +59,7 @@ pub struct KioskSection {
 impl Default for KioskSection {
     fn default() -> Self {
         Self {
+            mode: KioskMode::Demo,
             id: "kiosk-demo-0001".into(),
             branch: "demo-branch".into(),
             data_dir: PathBuf::from("kioskd-data"),
@@ -469,19 +485,32 @@ pub struct VerifiersSection {
     pub biometric_compare: VerifierEndpoint,
 }
 
+/// The default staff certificate policy: an OID under the UUID arc `2.25` (ITU-T X.667, no
+/// registration needed), for kioskd's branch-staff login certificates.
+pub const STAFF_POLICY_OID: &str = "2.25.85400815056066978339706455257928291522";
+
 /// Staff authentication: a staff UKEY holding a certificate from the staff CA,
 /// plus its PIN (two factors).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StaffSection {
     /// CA certificate (PEM) that issues staff certificates. Absent: kioskd
-    /// creates a demo staff CA and one demo staff token (embedded defaults only).
+    /// creates a demo staff CA and one demo staff token (demo mode only).
     pub ca_cert: Option<PathBuf>,
+    /// The staff CA's certificate revocation list (PEM or DER), re-read at every login.
+    /// When set, a staff certificate listed in it, or a CRL that is not signed by the staff
+    /// CA or is past its nextUpdate, refuses the login.
+    pub crl: Option<PathBuf>,
+    /// Certificate policy OID a staff certificate must carry (besides the clientAuth EKU).
+    pub policy_oid: String,
     /// Label of the key (and its certificate) on a staff UKEY.
     pub key_label: String,
     /// A staff session ends after this many seconds without a request.
     pub session_idle_secs: u64,
-    /// Failed logins allowed per `lockout_secs` before logins pause.
+    /// A staff session ends this many seconds after login, however busy.
+    pub session_max_secs: u64,
+    /// Failed logins on one staff token before logins on that token pause for
+    /// `lockout_secs` (counted per token serial in the store, so a restart keeps them).
     pub max_failures: u32,
     pub lockout_secs: u64,
     /// Label and PIN of the demo staff token created with the demo CA.
@@ -493,8 +522,11 @@ impl Default for StaffSection {
     fn default() -> Self {
         Self {
             ca_cert: None,
+            crl: None,
+            policy_oid: STAFF_POLICY_OID.into(),
             key_label: "staff-key".into(),
             session_idle_secs: 600,
+            session_max_secs: 8 * 3600,
             max_failures: 5,
             lockout_secs: 300,
             demo_token: "staff-demo".into(),
