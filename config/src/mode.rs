@@ -76,6 +76,13 @@ pub fn demo_features(config: &Config) -> Vec<DemoFeature> {
             "set ca_cert = the PEM certificate of the CA that issues staff certificates",
         );
     }
+    if config.staff.policy_oid == crate::STAFF_POLICY_OID {
+        push(
+            "staff.policy_oid",
+            "staff certificates are checked for the demo staff CA's example policy OID",
+            "set policy_oid = the certificate policy OID your staff CA puts in staff login certificates",
+        );
+    }
     for (key, dev) in [
         ("devices.idcard.mode", &config.devices.idcard),
         ("devices.fingerprint.mode", &config.devices.fingerprint),

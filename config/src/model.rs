@@ -485,9 +485,10 @@ pub struct VerifiersSection {
     pub biometric_compare: VerifierEndpoint,
 }
 
-/// The default staff certificate policy: an OID under the UUID arc `2.25` (ITU-T X.667, no
-/// registration needed), for kioskd's branch-staff login certificates.
-pub const STAFF_POLICY_OID: &str = "2.25.85400815056066978339706455257928291522";
+/// The demo staff CA's certificate policy, under the enterprise number IANA reserves for
+/// documentation (32473, RFC 5612): for demonstrations only. Production sets the policy OID
+/// of its own staff CA.
+pub const STAFF_POLICY_OID: &str = "1.3.6.1.4.1.32473.13.1";
 
 /// Staff authentication: a staff UKEY holding a certificate from the staff CA,
 /// plus its PIN (two factors).
@@ -501,7 +502,8 @@ pub struct StaffSection {
     /// When set, a staff certificate listed in it, or a CRL that is not signed by the staff
     /// CA or is past its nextUpdate, refuses the login.
     pub crl: Option<PathBuf>,
-    /// Certificate policy OID a staff certificate must carry (besides the clientAuth EKU).
+    /// Certificate policy OID a staff certificate must carry (besides the clientAuth EKU);
+    /// the default is the demo staff CA's example OID, refused in production.
     pub policy_oid: String,
     /// Label of the key (and its certificate) on a staff UKEY.
     pub key_label: String,

@@ -238,6 +238,7 @@ fn production_mode_refuses_every_demo_default_at_once() {
         "ukey.soft_secret",
         "ukey.factory_so_pin",
         "staff.ca_cert",
+        "staff.policy_oid",
         "staff.demo_pin",
         "devices.idcard.mode",
         "devices.fingerprint.mode",
@@ -299,6 +300,7 @@ record_key = "{m}"
 url = "https://ca.example"
 [staff]
 ca_cert = "{ca}"
+policy_oid = "1.2.3.4.5"
 [ukey]
 provider = "pkcs11"
 module = "{m}"
