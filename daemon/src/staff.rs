@@ -460,6 +460,18 @@ fn check_crl(
     Ok(())
 }
 
+/// A staff token to create with [`DemoStaffCa::issue_token`].
+#[derive(Clone, Copy)]
+pub struct StaffTokenSpec<'a> {
+    pub label: &'a str,
+    pub pin: &'a Pin,
+    pub so_pin: &'a Pin,
+    pub key_label: &'a str,
+    pub subject: &'a str,
+    /// The staff policy to certify, or `None` for a bare certificate (tests of the check).
+    pub policy_oid: Option<&'a str>,
+}
+
 /// The demo staff CA of demo mode: its certificate and key under a directory.
 pub struct DemoStaffCa {
     params: rcgen::CertificateParams,
@@ -569,13 +581,16 @@ impl DemoStaffCa {
     pub async fn issue_token(
         &self,
         provider: &Arc<dyn TokenProvider>,
-        label: &str,
-        pin: &Pin,
-        so_pin: &Pin,
-        key_label: &str,
-        subject: &str,
-        policy_oid: Option<&str>,
+        spec: &StaffTokenSpec<'_>,
     ) -> Result<(), StaffError> {
+        let StaffTokenSpec {
+            label,
+            pin,
+            so_pin,
+            key_label,
+            subject,
+            policy_oid,
+        } = *spec;
         let token = match provider.open_token(label).await {
             Ok(t) => t,
             Err(TokenError::TokenNotPresent(_)) => {
@@ -626,12 +641,14 @@ pub async fn demo_setup(
     let so = Pin::new(format!("{}-so", section.demo_pin.expose()));
     ca.issue_token(
         provider,
-        &section.demo_token,
-        &pin,
-        &so,
-        &section.key_label,
-        "CN=Demo Staff 001,O=kioskd demo branch",
-        Some(&section.policy_oid),
+        &StaffTokenSpec {
+            label: &section.demo_token,
+            pin: &pin,
+            so_pin: &so,
+            key_label: &section.key_label,
+            subject: "CN=Demo Staff 001,O=kioskd demo branch",
+            policy_oid: Some(&section.policy_oid),
+        },
     )
     .await?;
     Ok(ca.cert_der)
@@ -734,18 +751,16 @@ mod tests {
         }
 
         async fn second_token(&self, label: &str, policy: Option<&str>) {
-            self.ca
-                .issue_token(
-                    &self.provider,
-                    label,
-                    &Pin::new(STAFF_PIN),
-                    &Pin::new("staff-two-so-pin"),
-                    &self.section.key_label,
-                    "CN=Staff 002,O=branch",
-                    policy,
-                )
-                .await
-                .unwrap();
+            let (pin, so_pin) = (Pin::new(STAFF_PIN), Pin::new("staff-two-so-pin"));
+            let spec = StaffTokenSpec {
+                label,
+                pin: &pin,
+                so_pin: &so_pin,
+                key_label: &self.section.key_label,
+                subject: "CN=Staff 002,O=branch",
+                policy_oid: policy,
+            };
+            self.ca.issue_token(&self.provider, &spec).await.unwrap();
         }
     }
 

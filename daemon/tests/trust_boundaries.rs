@@ -281,8 +281,9 @@ fn a_new_session_or_a_restart_does_not_reset_the_ukey_pin_count() {
     k.stop();
 }
 
-/// Finding 5: check-then-count let simultaneous wrong PINs all reach the UKEY. Sixteen at
-/// once: exactly the limit reach the token, the rest are refused before it.
+/// Finding 5 (regression guard: one applicant session's requests happened not to overlap at
+/// the token on main either): sixteen simultaneous wrong PINs, exactly the limit reach the
+/// token, the rest are refused before it.
 #[test]
 fn concurrent_wrong_ukey_pins_cannot_exceed_the_limit() {
     let dir = data_dir();
@@ -317,6 +318,41 @@ fn concurrent_wrong_ukey_pins_cannot_exceed_the_limit() {
         "{statuses:?}"
     );
     assert_eq!(tried + refused, 16, "{statuses:?}");
+    k.stop();
+}
+
+/// Finding 5 (regression guard over HTTP: main's check-then-count race did not show here, see
+/// also the unit test `staff::tests::concurrent_staff_logins_cannot_exceed_the_failure_limit`):
+/// twenty wrong PINs at once with `max_failures = 3`: exactly three reach the
+/// staff UKEY, the rest are refused (429) before it.
+#[test]
+fn concurrent_staff_logins_cannot_exceed_the_failure_limit_over_http() {
+    let dir = data_dir();
+    let k = Kioskd::start(dir.path(), "[staff]\nmax_failures = 3\n");
+    let barrier = std::sync::Barrier::new(20);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    k.call(
+                        "POST",
+                        "/v1/staff/login",
+                        None,
+                        Some(json!({"token": "staff-demo", "pin": "000000"})),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tried = statuses.iter().filter(|s| **s != 429).count();
+    assert_eq!(tried, 3, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
     k.stop();
 }
 
