@@ -8,6 +8,7 @@
 pub mod crypto;
 mod migrations;
 pub mod outbox;
+pub mod pin_attempts;
 pub mod subjects;
 
 use std::path::{Path, PathBuf};
