@@ -424,7 +424,6 @@ impl BuilderProfile for SubscriberProfile {
     }
 
     // Each extension is encoded against those before it (duplicates are refused).
-    #[expect(clippy::vec_init_then_push, reason = "each push reads the pushed ones")]
     fn build_extensions(
         &self,
         spk: SubjectPublicKeyInfoRef<'_>,

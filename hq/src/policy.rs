@@ -287,13 +287,13 @@ impl IssuancePolicy {
                     return Err(invalid("required", format!("must include {}", a.name())));
                 }
             }
-            if required.contains(&Attribute::Country) || optional.contains(&Attribute::Country) {
-                if p.country.is_none() {
-                    return Err(invalid(
-                        "country",
-                        "C is allowed but no country is set".into(),
-                    ));
-                }
+            let country_allowed =
+                required.contains(&Attribute::Country) || optional.contains(&Attribute::Country);
+            if country_allowed && p.country.is_none() {
+                return Err(invalid(
+                    "country",
+                    "C is allowed but no country is set".into(),
+                ));
             }
             let key_usage = p
                 .key_usage
