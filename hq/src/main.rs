@@ -100,6 +100,31 @@ enum Cmd {
         #[arg(long, env = "USER", default_value = "hq-operator")]
         operator: String,
     },
+    /// HQ staff changes a certificate's status (revoke, hold, release) without a kiosk, e.g.
+    /// on a holder's written request at HQ; audited in `ca_audit` under the operator's name.
+    CaStatus {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+        /// Certificate serial (hex).
+        #[arg(long)]
+        serial: String,
+        /// `revoke`, `hold` or `release`.
+        #[arg(long)]
+        action: String,
+        /// RFC 5280 reason of a revocation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        /// The HQ operator doing it (audit).
+        #[arg(long, env = "USER", default_value = "hq-operator")]
+        operator: String,
+        /// The issuing CA's certificate (PEM).
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The issuing CA's private key (PKCS#8 PEM).
+        #[arg(long)]
+        ca_key: PathBuf,
+    },
     /// Apply database migrations.
     Migrate {
         /// libpq connection string.
@@ -274,6 +299,35 @@ async fn main() -> anyhow::Result<()> {
                 report.crl_entries,
                 crl.display()
             );
+        }
+        Cmd::CaStatus {
+            database_url,
+            serial,
+            action,
+            reason,
+            operator,
+            ca_cert,
+            ca_key,
+        } => {
+            let change = match action.as_str() {
+                "revoke" => ca::StatusChange::Revoke(&reason),
+                "hold" => ca::StatusChange::Hold,
+                "release" => ca::StatusChange::Release,
+                other => anyhow::bail!("--action is revoke, hold or release, not {other:?}"),
+            };
+            db::migrate(&mut connect(&database_url).await?).await?;
+            let issuer = ca::Issuer::load(&ca_cert, &ca_key, ca::DEFAULT_VALIDITY)?;
+            let service = ca::CaService::new(issuer, db::pool(&database_url, 2)?)?;
+            let actor = ca::Actor::HqStaff(operator);
+            match service.change_status(&actor, &serial, change, None).await {
+                Ok(status) => println!("{}", serde_json::to_string(&status)?),
+                Err(e) => {
+                    service
+                        .audit_refusal(&actor, change.action(), Some(&serial), &e)
+                        .await;
+                    return Err(e.into());
+                }
+            }
         }
         Cmd::Migrate { database_url } => {
             let applied = db::migrate(&mut connect(&database_url).await?).await?;

@@ -1043,11 +1043,39 @@ async fn the_ca_audit_is_append_only_and_hash_chained() {
         .await;
     let (bad, _) = rcgen_csr_with("Audited Holder", &[(rcgen::DnType::LocalityName, "X")]);
     assert_eq!(hq.enroll(&bad).await.status, 400);
+    // HQ staff releases it from the command line (no holder needed), audited by name.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hq-ingest"))
+        .arg("ca-status")
+        .args(["--database-url", &hq.url])
+        .args(["--serial", &serial, "--action", "release"])
+        .args(["--operator", "test-operator"])
+        .arg("--ca-cert")
+        .arg(&hq.pki.issuing_ca_cert)
+        .arg("--ca-key")
+        .arg(&hq.pki.issuing_ca_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""status":"good""#));
     let db = hq.db().await;
+    let by_staff: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ca_audit WHERE actor = 'hq-staff:test-operator'
+             AND action = 'release' AND outcome = 'done'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by_staff, 1);
     assert_eq!(
         hq_ingest::ca_audit::verify_chain(&db).await.unwrap(),
-        3,
-        "enroll, hold, refusal"
+        4,
+        "enroll, hold, refusal, staff release"
     );
     for sql in [
         "UPDATE ca_audit SET code = NULL",
