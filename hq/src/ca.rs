@@ -585,8 +585,9 @@ impl Issuer {
         let now = SystemTime::now();
         // A little slack for clocks of relying parties that run behind.
         let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
+        // The profile's validity, capped by the issuer's (`serve --ca-validity-days`).
         let not_after = now
-            .checked_add(profile.validity)
+            .checked_add(profile.validity.min(self.validity))
             .ok_or_else(|| issue(&"validity"))?;
         let validity = Validity::new(
             Time::try_from(not_before).map_err(|e| issue(&e))?,

@@ -61,7 +61,7 @@ enum Cmd {
         /// The issuing CA's private key (PKCS#8 PEM, P-256 or SM2).
         #[arg(long, requires = "ca_cert")]
         ca_key: Option<PathBuf>,
-        /// Validity of issued certificates, in days.
+        /// Longest validity of issued certificates, in days (caps the issuance policy's).
         #[arg(long, default_value_t = 365)]
         ca_validity_days: u32,
         /// Issuance policy (TOML, see hq/policy/issuance.toml, the embedded default).
