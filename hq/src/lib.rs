@@ -8,14 +8,17 @@
 //! issuing applicants' certificates (EST), enabled with [`server::start_with_ca`].
 
 pub mod ca;
+pub mod ca_audit;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;
 pub mod ingest;
 pub mod keys;
+pub mod kiosk_revocation;
 pub mod local;
 pub mod metrics;
 pub mod pg_cluster;
+pub mod policy;
 pub mod retention;
 pub mod server;
 pub mod tls;

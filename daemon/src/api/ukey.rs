@@ -604,7 +604,12 @@ async fn issue_on_token(
     let csr = hsm::csr::build_csr(token.as_ref(), &label, subject)
         .await
         .map_err(token_error)?;
-    let cert = ca.enroll(&csr.der).await.map_err(ca_error)?;
+    let holder = crate::ca_client::Holder {
+        digest: subject_digest,
+        service: &session.service,
+        application: &session.id,
+    };
+    let cert = ca.enroll(&csr.der, &holder).await.map_err(ca_error)?;
     let written = async {
         let parsed = hsm::csr::parse_certificate(&cert.der)?;
         if parsed.public_key != key.public_key {
@@ -636,7 +641,10 @@ async fn issue_on_token(
         Ok((form, signature)) => Ok((cert, form, signature, key.algorithm)),
         Err(e) => {
             // Nothing half-written: the certificate that did not reach the UKEY is revoked.
-            if let Err(revoke) = ca.revoke(&cert.serial_hex, "cessationOfOperation").await {
+            if let Err(revoke) = ca
+                .revoke(&cert.serial_hex, "cessationOfOperation", &holder)
+                .await
+            {
                 tracing::warn!(serial = %cert.serial_hex, error = %revoke, "revoking an unwritten certificate failed");
             }
             Err(token_error(e))
@@ -804,7 +812,12 @@ async fn lifecycle(
     let subject = holder_subject(&values, &digest)?;
     let token = holder_ukey(&state, &session, std::mem::take(&mut body.pin)).await?;
     let label = state.config.ukey.key_label.clone();
-    let done = lifecycle_on_token(&token, &ca, &label, &action, &digest, &subject, reason).await;
+    let holder = crate::ca_client::Holder {
+        digest: &digest,
+        service: &session.service,
+        application: &session.id,
+    };
+    let done = lifecycle_on_token(&token, &ca, &label, &action, &holder, &subject, reason).await;
     let _ = token.logout().await;
     let (serial, status, not_after, kind) = done?;
     let st = state.clone();
@@ -848,10 +861,11 @@ async fn lifecycle_on_token(
     ca: &crate::ca_client::CaClient,
     label: &str,
     action: &str,
-    digest: &[u8; 32],
+    holder: &crate::ca_client::Holder<'_>,
     subject: &str,
     reason: &str,
 ) -> Result<(String, &'static str, i64, CertificateEventKind), ApiError> {
+    let digest = holder.digest;
     let cert = token
         .read_certificate(label)
         .await
@@ -882,12 +896,12 @@ async fn lifecycle_on_token(
             let csr = hsm::csr::build_csr(token.as_ref(), label, subject)
                 .await
                 .map_err(token_error)?;
-            let renewed = ca.reenroll(&csr.der).await.map_err(ca_error)?;
+            let renewed = ca.reenroll(&csr.der, holder).await.map_err(ca_error)?;
             token
                 .write_certificate(label, &renewed.der)
                 .await
                 .map_err(token_error)?;
-            if let Err(e) = ca.revoke(&serial, "superseded").await {
+            if let Err(e) = ca.revoke(&serial, "superseded", holder).await {
                 tracing::warn!(error = %e, "revoking the superseded certificate failed");
             }
             Ok((
@@ -898,7 +912,7 @@ async fn lifecycle_on_token(
             ))
         }
         "revoke" => {
-            ca.revoke(&serial, reason).await.map_err(ca_error)?;
+            ca.revoke(&serial, reason, holder).await.map_err(ca_error)?;
             Ok((
                 serial,
                 "revoked",
@@ -907,7 +921,7 @@ async fn lifecycle_on_token(
             ))
         }
         "suspend" => {
-            ca.hold(&serial).await.map_err(ca_error)?;
+            ca.hold(&serial, holder).await.map_err(ca_error)?;
             Ok((
                 serial,
                 "held",
@@ -916,7 +930,7 @@ async fn lifecycle_on_token(
             ))
         }
         _ => {
-            ca.release(&serial).await.map_err(ca_error)?;
+            ca.release(&serial, holder).await.map_err(ca_error)?;
             // Resumed: reported to HQ as a renewal of the same serial (the record type has no
             // "resumed" kind; HQ reads the serial's status from the CA).
             Ok((
