@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInOut, KeyInit as _};
+use aes_gcm::aead::AeadInOut;
 use sm4::cipher::{Array, BlockCipherEncrypt, KeyInit};
 
 type Sm4Gcm = aes_gcm::AesGcm<sm4::Sm4, aes_gcm::aead::consts::U12>;
