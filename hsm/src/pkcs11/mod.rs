@@ -82,13 +82,7 @@ impl Pkcs11Provider {
         let label = label.to_owned();
         run_blocking(self.options.call_timeout, move || {
             let slot = find_slot(&ctx, &label)?.0;
-            let mechanisms: Vec<u64> = ctx
-                .get_mechanism_list(slot)
-                .map_err(map_error)?
-                .into_iter()
-                .map(|m| *m)
-                .collect();
-            profile.check_mechanisms(&mechanisms)
+            profile.check_mechanisms(&mechanism_numbers(&ctx, slot, &profile)?)
         })
         .await
     }
@@ -119,6 +113,37 @@ impl Pkcs11Provider {
             lock(&self.tokens).entry(info.serial).or_insert(token),
         ))
     }
+}
+
+/// The slot's mechanisms as numbers. `cryptoki`'s `get_mechanism_list` drops every number it
+/// does not know, vendor-defined ones included, so the profile's vendor mechanisms are asked
+/// for one by one with `C_GetMechanismInfo` (a mechanism the slot lacks answers
+/// `CKR_MECHANISM_INVALID`).
+pub(crate) fn mechanism_numbers(
+    ctx: &Pkcs11,
+    slot: cryptoki::slot::Slot,
+    profile: &VendorProfile,
+) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = ctx
+        .get_mechanism_list(slot)
+        .map_err(map_error)?
+        .into_iter()
+        .map(|m| *m)
+        .collect();
+    if let Some(sm2) = &profile.sm2 {
+        for m in [sm2.ckm_keygen, sm2.ckm_sign] {
+            if numbers.contains(&m) {
+                continue;
+            }
+            let Ok(mechanism) = cryptoki::mechanism::MechanismType::new_vendor_defined(m) else {
+                continue;
+            };
+            if ctx.get_mechanism_info(slot, mechanism).is_ok() {
+                numbers.push(m);
+            }
+        }
+    }
+    Ok(numbers)
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<(cryptoki::slot::Slot, TokenInfo)> {
