@@ -21,7 +21,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hsm::pkcs11::{Pkcs11Options, Pkcs11Provider, shared_module};
 use hsm::profile::ProfileSet;
-use hsm::{KeyAlgorithm, Pin, Token, UserKind};
+use hsm::{KeyAlgorithm, Pin, Token, TokenProvider, UserKind};
 
 const KEY: &str = "bench";
 const SIGNERS: usize = 8;

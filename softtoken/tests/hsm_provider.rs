@@ -85,7 +85,7 @@ async fn fresh_token(profile: &str, test: &str) -> (Arc<Pkcs11Provider>, Arc<Pkc
     static INIT: Mutex<()> = Mutex::new(());
     env();
     let module = module_path();
-    let label = format!("{test}");
+    let label = test.to_owned();
     {
         let _g = INIT.lock().unwrap_or_else(|p| p.into_inner());
         let ctx = shared_module(&module).expect("module loads");
