@@ -3,11 +3,13 @@
 //! distinguishing id (the path a real SM2 UKEY takes, which SoftHSM2 cannot run); and
 //! kioskd's start-up probe refusing a device token whose profile does not match it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const KIOSKCTL: &str = env!("CARGO_BIN_EXE_kioskctl");
-const KIOSKD: &str = env!("CARGO_BIN_EXE_kioskd");
+const KIOSKD: &str = common::KIOSKD;
 const DISTID: &str = "1234567812345678";
 
 /// Builds the module into this test's target directory (a no-op when it is fresh).
@@ -164,16 +166,16 @@ fn kioskctl_sm2_keygen_sign_and_csr_on_the_softtoken_verify_with_openssl() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), pem.trim());
 }
 
-/// Starts kioskd on the module with `vendor_profile` and returns its exit status and logs
-/// (it must exit on its own within a minute).
-fn kioskd_on_module(vendor_profile: &str) -> (Option<i32>, String) {
+/// A module store with an initialised device token (PINs as kioskd's defaults), and a data
+/// directory whose kioskd config names the module with `vendor_profile` (and carries a
+/// `profiles.toml` with `gm-vendor-a`, wrong about its signature encoding).
+fn device_token_on_module(root: &Path, vendor_profile: &str) -> (PathBuf, PathBuf, PathBuf) {
     let module = module_path();
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("softtoken");
+    let store = root.join("softtoken");
     std::fs::create_dir_all(&store).unwrap();
     std::fs::write(
         store.join("softtoken.toml"),
-        "slots = 1\nprofile = \"sansec\"\nkdf_iterations = 5000\n",
+        "slots = 4\nprofile = \"sansec\"\nkdf_iterations = 5000\n",
     )
     .unwrap();
     // The device token, initialised by staff with the PINs kioskd is configured with.
@@ -186,7 +188,7 @@ fn kioskd_on_module(vendor_profile: &str) -> (Option<i32>, String) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", show(&o));
-    let data = root.path().join("data");
+    let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
     // A vendor profile that says CKM_SM3_SM2_APPID1 answers in DER: the module answers r||s.
     std::fs::write(
@@ -211,6 +213,14 @@ sm2_signature = "der"
         ),
     )
     .unwrap();
+    (store, data, config)
+}
+
+/// Starts kioskd on the module with `vendor_profile` and returns its exit status and logs
+/// (it must exit on its own within a minute).
+fn kioskd_on_module(vendor_profile: &str) -> (Option<i32>, String) {
+    let root = tempfile::tempdir().unwrap();
+    let (store, data, config) = device_token_on_module(root.path(), vendor_profile);
     let mut child = Command::new(KIOSKD)
         .arg("--config")
         .arg(&config)
@@ -267,4 +277,20 @@ fn kioskd_refuses_a_device_token_without_the_profiles_mechanisms() {
         "{logs}"
     );
     assert!(logs.contains("0x8005000A"), "{logs}");
+}
+
+#[test]
+fn kioskd_goes_ready_on_the_module_when_the_profile_matches() {
+    let root = tempfile::tempdir().unwrap();
+    let (store, data, _) = device_token_on_module(root.path(), "sansec-appid1");
+    let config = std::fs::read_to_string(data.join("kioskd.toml")).unwrap();
+    let k =
+        common::Kioskd::start_with_env(&data, &config, &[("KIOSK_SOFTTOKEN_DIR", store.as_path())]);
+    let logs = k.stop();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("does not match") || l.contains("profile sansec")),
+        "{logs:?}"
+    );
 }

@@ -56,6 +56,10 @@ pub enum SigningKey {
         secret: Zeroizing<Vec<u8>>,
         key: sm2::dsa::SigningKey,
     },
+    /// A generic secret for HMAC-SHA256.
+    Hmac(Zeroizing<Vec<u8>>),
+    /// An AES-256 key for AES-GCM.
+    Aes(Zeroizing<Vec<u8>>),
 }
 
 impl SigningKey {
@@ -83,11 +87,50 @@ impl SigningKey {
         Err(CryptoError::BadKey)
     }
 
-    /// Uncompressed SEC1 point.
+    /// Uncompressed SEC1 point (empty for secret keys).
     pub fn public_point(&self) -> Vec<u8> {
         match self {
             Self::P256(k) => k.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
             Self::Sm2 { key, .. } => key.verifying_key().to_sec1_bytes().to_vec(),
+            Self::Hmac(_) | Self::Aes(_) => Vec::new(),
+        }
+    }
+
+    /// HMAC-SHA256 (CKM_SHA256_HMAC).
+    pub fn hmac_sha256(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        use hmac::{KeyInit, Mac};
+        let Self::Hmac(key) = self else {
+            return Err(CryptoError::BadKey);
+        };
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .map_err(|_| CryptoError::BadKey)?;
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// AES-256-GCM (CKM_AES_GCM, 96-bit IV, 128-bit tag): ciphertext ‖ tag, or the plaintext.
+    pub fn aes_gcm(
+        &self,
+        encrypt: bool,
+        iv: &[u8; 12],
+        aad: &[u8],
+        data: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let Self::Aes(key) = self else {
+            return Err(CryptoError::BadKey);
+        };
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::BadKey)?;
+        let nonce = aes_gcm::Nonce::from(*iv);
+        let payload = Payload { msg: data, aad };
+        if encrypt {
+            cipher
+                .encrypt(&nonce, payload)
+                .map_err(|_| CryptoError::Signing)
+        } else {
+            cipher
+                .decrypt(&nonce, payload)
+                .map_err(|_| CryptoError::BadSignature)
         }
     }
 

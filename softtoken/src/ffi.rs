@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
-use crate::module::{AttrValue, Ck, Module, R};
+use crate::module::{AttrValue, Ck, GcmParams, Module, R};
 
 static MODULE: Mutex<Option<Module>> = Mutex::new(None);
 
@@ -588,6 +588,121 @@ extern "C" fn c_generate_key_pair(
     })
 }
 
+/// CK_GCM_PARAMS of an AES-GCM mechanism: `(mechanism, iv, aad, tag bits)`.
+fn gcm(p: *const CK_MECHANISM) -> R<(CK_MECHANISM_TYPE, GcmParams)> {
+    // SAFETY: a valid CK_MECHANISM or NULL (checked).
+    let m = unsafe { p.as_ref() }.ok_or(Ck(CKR_ARGUMENTS_BAD))?;
+    if m.mechanism != CKM_AES_GCM {
+        return Err(Ck(CKR_MECHANISM_INVALID));
+    }
+    if m.pParameter.is_null() || m.ulParameterLen as usize != std::mem::size_of::<CK_GCM_PARAMS>() {
+        return Err(Ck(CKR_MECHANISM_PARAM_INVALID));
+    }
+    // SAFETY: checked non-NULL and of CK_GCM_PARAMS size.
+    let params = unsafe { ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
+    let iv = bytes(params.pIv, params.ulIvLen).map_err(|_| Ck(CKR_MECHANISM_PARAM_INVALID))?;
+    let aad = bytes(params.pAAD, params.ulAADLen).map_err(|_| Ck(CKR_MECHANISM_PARAM_INVALID))?;
+    Ok((
+        m.mechanism,
+        GcmParams {
+            iv: iv.to_vec(),
+            aad: aad.to_vec(),
+            tag_bits: params.ulTagBits,
+        },
+    ))
+}
+
+fn crypt_init(
+    h: CK_SESSION_HANDLE,
+    encrypt: bool,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> R<()> {
+    let (mech, params) = gcm(mech)?;
+    with(|m| m.crypt_init(h, encrypt, mech, &params, key))
+}
+
+/// Encrypts or decrypts outside the lock; a size query or a short buffer keeps the operation.
+fn crypt(
+    h: CK_SESSION_HANDLE,
+    encrypt: bool,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    out_buf: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> R<()> {
+    let data = bytes(data, data_len)?;
+    let op = with(|m| m.crypt_op(h, encrypt))?;
+    let len = out(out_len)?;
+    let need = op.out_len(data.len());
+    if out_buf.is_null() {
+        *len = need as CK_ULONG;
+        return Ok(());
+    }
+    if (*len as usize) < need {
+        *len = need as CK_ULONG;
+        return Err(Ck(CKR_BUFFER_TOO_SMALL));
+    }
+    let result = op.run(data);
+    with(|m| {
+        m.end_crypt(h);
+        Ok(())
+    })?;
+    write_output(&result?, out_buf, len)
+}
+
+extern "C" fn c_encrypt_init(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| crypt_init(h, true, mech, key))
+}
+
+extern "C" fn c_decrypt_init(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| crypt_init(h, false, mech, key))
+}
+
+extern "C" fn c_encrypt(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    out_buf: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
+    guard(|| crypt(h, true, data, data_len, out_buf, out_len))
+}
+
+extern "C" fn c_decrypt(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    out_buf: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
+    guard(|| crypt(h, false, data, data_len, out_buf, out_len))
+}
+
+extern "C" fn c_generate_key(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        let (mech, _) = mechanism(mech)?;
+        let t = template(tmpl, count)?;
+        let key = out(key)?;
+        *key = with(|m| m.generate_key(h, mech, &t))?;
+        Ok(())
+    })
+}
+
 extern "C" fn c_generate_random(h: CK_SESSION_HANDLE, buf: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
     guard(|| {
         with(|m| m.check_session(h))?;
@@ -639,12 +754,8 @@ mod unsupported {
         set_operation_state(H, B, L, O, O);
         copy_object(H, O, A, L, PO);
         get_object_size(H, O, PL);
-        encrypt_init(H, M, O);
-        encrypt(H, B, L, B, PL);
         encrypt_update(H, B, L, B, PL);
         encrypt_final(H, B, PL);
-        decrypt_init(H, M, O);
-        decrypt(H, B, L, B, PL);
         decrypt_update(H, B, L, B, PL);
         decrypt_final(H, B, PL);
         digest_init(H, M);
@@ -660,7 +771,6 @@ mod unsupported {
         decrypt_digest_update(H, B, L, B, PL);
         sign_encrypt_update(H, B, L, B, PL);
         decrypt_verify_update(H, B, L, B, PL);
-        generate_key(H, M, A, L, PO);
         wrap_key(H, M, O, O, B, PL);
         unwrap_key(H, M, O, B, L, A, L, PO);
         derive_key(H, M, O, A, L, PO);
@@ -699,12 +809,12 @@ static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_FindObjectsInit: Some(c_find_objects_init),
     C_FindObjects: Some(c_find_objects),
     C_FindObjectsFinal: Some(c_find_objects_final),
-    C_EncryptInit: Some(unsupported::encrypt_init),
-    C_Encrypt: Some(unsupported::encrypt),
+    C_EncryptInit: Some(c_encrypt_init),
+    C_Encrypt: Some(c_encrypt),
     C_EncryptUpdate: Some(unsupported::encrypt_update),
     C_EncryptFinal: Some(unsupported::encrypt_final),
-    C_DecryptInit: Some(unsupported::decrypt_init),
-    C_Decrypt: Some(unsupported::decrypt),
+    C_DecryptInit: Some(c_decrypt_init),
+    C_Decrypt: Some(c_decrypt),
     C_DecryptUpdate: Some(unsupported::decrypt_update),
     C_DecryptFinal: Some(unsupported::decrypt_final),
     C_DigestInit: Some(unsupported::digest_init),
@@ -728,7 +838,7 @@ static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_DecryptDigestUpdate: Some(unsupported::decrypt_digest_update),
     C_SignEncryptUpdate: Some(unsupported::sign_encrypt_update),
     C_DecryptVerifyUpdate: Some(unsupported::decrypt_verify_update),
-    C_GenerateKey: Some(unsupported::generate_key),
+    C_GenerateKey: Some(c_generate_key),
     C_GenerateKeyPair: Some(c_generate_key_pair),
     C_WrapKey: Some(unsupported::wrap_key),
     C_UnwrapKey: Some(unsupported::unwrap_key),

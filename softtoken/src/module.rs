@@ -88,7 +88,10 @@ fn template_map(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> R<BTreeMap<u64, Ve
                 | CKA_WRAP
                 | CKA_UNWRAP
         );
-        let is_ulong = matches!(*t, CKA_CLASS | CKA_KEY_TYPE | CKA_CERTIFICATE_TYPE);
+        let is_ulong = matches!(
+            *t,
+            CKA_CLASS | CKA_KEY_TYPE | CKA_CERTIFICATE_TYPE | CKA_VALUE_LEN
+        );
         if (is_bool && v.len() != 1) || (is_ulong && v.len() != std::mem::size_of::<CK_ULONG>()) {
             return Err(Ck(CKR_ATTRIBUTE_VALUE_INVALID));
         }
@@ -102,6 +105,43 @@ pub enum OpKind {
     Ecdsa,
     EcdsaSha256,
     Sm2(Sm2SignMechanism),
+    HmacSha256,
+}
+
+/// The parameters of CKM_AES_GCM (CK_GCM_PARAMS), copied out of the caller's memory.
+pub struct GcmParams {
+    pub iv: Vec<u8>,
+    pub aad: Vec<u8>,
+    pub tag_bits: CK_ULONG,
+}
+
+/// An AES-GCM encrypt or decrypt operation.
+#[derive(Clone)]
+pub struct CryptOp {
+    pub encrypt: bool,
+    pub key: Arc<crypto::SigningKey>,
+    pub iv: [u8; 12],
+    pub aad: Vec<u8>,
+}
+
+impl CryptOp {
+    /// Output length for an input of `n` bytes (tag appended or removed).
+    pub fn out_len(&self, n: usize) -> usize {
+        if self.encrypt {
+            n + 16
+        } else {
+            n.saturating_sub(16)
+        }
+    }
+
+    pub fn run(&self, data: &[u8]) -> R<Vec<u8>> {
+        self.key
+            .aes_gcm(self.encrypt, &self.iv, &self.aad, data)
+            .map_err(|e| match e {
+                CryptoError::BadSignature => Ck(CKR_ENCRYPTED_DATA_INVALID),
+                _ => Ck(CKR_FUNCTION_FAILED),
+            })
+    }
 }
 
 /// A sign operation: its key and accumulated input (for `C_SignUpdate`).
@@ -125,6 +165,7 @@ impl SignOp {
     pub fn max_len(&self) -> usize {
         match self.kind {
             OpKind::Sm2(m) if m.format == SigFormat::Der => 72,
+            OpKind::HmacSha256 => 32,
             _ => 64,
         }
     }
@@ -136,6 +177,7 @@ impl SignOp {
             OpKind::Sm2(m) => self
                 .key
                 .sm2_sign(m.input, m.format, self.id.as_deref(), data)?,
+            OpKind::HmacSha256 => self.key.hmac_sha256(data)?,
         })
     }
 }
@@ -150,6 +192,7 @@ impl VerifyOp {
                 self.key
                     .sm2_verify(m.input, m.format, self.id.as_deref(), data, sig)?
             }
+            OpKind::HmacSha256 => return Err(Ck(CKR_MECHANISM_INVALID)),
         }
         Ok(())
     }
@@ -161,6 +204,7 @@ pub struct Session {
     find: Option<Vec<CK_OBJECT_HANDLE>>,
     sign: Option<SignOp>,
     verify: Option<VerifyOp>,
+    crypt: Option<CryptOp>,
 }
 
 struct Slot {
@@ -355,6 +399,10 @@ impl Module {
             (CKM_EC_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR | ec),
             (CKM_ECDSA, CKF_SIGN | CKF_VERIFY | ec),
             (CKM_ECDSA_SHA256, CKF_SIGN | CKF_VERIFY | ec),
+            (CKM_GENERIC_SECRET_KEY_GEN, CKF_GENERATE),
+            (CKM_SHA256_HMAC, CKF_SIGN),
+            (CKM_AES_KEY_GEN, CKF_GENERATE),
+            (CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT),
         ];
         if let Some(f) = self.slots[i].family {
             out.push((f.ckm_keygen, CKF_GENERATE_KEY_PAIR));
@@ -483,6 +531,7 @@ impl Module {
                 find: None,
                 sign: None,
                 verify: None,
+                crypt: None,
             },
         );
         Ok(h)
@@ -562,6 +611,7 @@ impl Module {
             s.sign = None;
             s.verify = None;
             s.find = None;
+            s.crypt = None;
         }
         Ok(())
     }
@@ -832,7 +882,10 @@ impl Module {
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> R<Vec<AttrValue<'_>>> {
         let (_, _, object) = self.object(h, handle)?;
-        let private_key = get_ulong(&object.attrs, CKA_CLASS) == Some(CKO_PRIVATE_KEY);
+        let private_key = matches!(
+            get_ulong(&object.attrs, CKA_CLASS),
+            Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY)
+        );
         Ok(types
             .iter()
             .map(|t| match object.attrs.get(t) {
@@ -1123,6 +1176,28 @@ impl Module {
         Ok((kind, curve, id))
     }
 
+    /// The key behind a private or secret key object, unsealed once per login and cached.
+    fn signing_key(
+        &mut self,
+        slot: usize,
+        id: u64,
+        make: impl FnOnce(&[u8]) -> Result<crypto::SigningKey, CryptoError>,
+    ) -> R<Arc<crypto::SigningKey>> {
+        if let Some(k) = self.slots[slot].signers.get(&id) {
+            return Ok(Arc::clone(k));
+        }
+        let s = &self.slots[slot];
+        let master = s.master.as_ref().ok_or(Ck(CKR_USER_NOT_LOGGED_IN))?;
+        let sealed = s
+            .object(id)
+            .and_then(|o| o.sealed_secret.as_ref())
+            .ok_or(Ck(CKR_KEY_HANDLE_INVALID))?;
+        let secret = s.file()?.unseal_secret(master, id, sealed)?;
+        let k = Arc::new(make(&secret)?);
+        self.slots[slot].signers.insert(id, Arc::clone(&k));
+        Ok(k)
+    }
+
     pub fn sign_init(
         &mut self,
         h: CK_SESSION_HANDLE,
@@ -1134,27 +1209,27 @@ impl Module {
             return Err(Ck(CKR_OPERATION_ACTIVE));
         }
         let (slot, id, object) = self.object(h, key)?;
-        if get_ulong(&object.attrs, CKA_CLASS) != Some(CKO_PRIVATE_KEY) {
-            return Err(Ck(CKR_KEY_TYPE_INCONSISTENT));
-        }
+        let class = get_ulong(&object.attrs, CKA_CLASS);
         if get_bool(&object.attrs, CKA_SIGN) != Some(true) {
             return Err(Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
-        let (kind, curve, distid) = self.op_kind(slot, &object.attrs, mechanism, param)?;
-        let key = match self.slots[slot].signers.get(&id) {
-            Some(k) => Arc::clone(k),
-            None => {
-                let s = &self.slots[slot];
-                let master = s.master.as_ref().ok_or(Ck(CKR_USER_NOT_LOGGED_IN))?;
-                let sealed = object
-                    .sealed_secret
-                    .as_ref()
-                    .ok_or(Ck(CKR_KEY_HANDLE_INVALID))?;
-                let secret = s.file()?.unseal_secret(master, id, sealed)?;
-                let k = Arc::new(crypto::SigningKey::from_secret(curve, &secret)?);
-                self.slots[slot].signers.insert(id, Arc::clone(&k));
-                k
+        let (kind, distid, key) = if class == Some(CKO_SECRET_KEY) {
+            if get_ulong(&object.attrs, CKA_KEY_TYPE) != Some(CKK_GENERIC_SECRET) {
+                return Err(Ck(CKR_KEY_TYPE_INCONSISTENT));
             }
+            if mechanism != CKM_SHA256_HMAC || !param.is_empty() {
+                return Err(Ck(CKR_MECHANISM_INVALID));
+            }
+            let key = self.signing_key(slot, id, |s| {
+                Ok(crypto::SigningKey::Hmac(Zeroizing::new(s.to_vec())))
+            })?;
+            (OpKind::HmacSha256, None, key)
+        } else if class == Some(CKO_PRIVATE_KEY) {
+            let (kind, curve, distid) = self.op_kind(slot, &object.attrs, mechanism, param)?;
+            let key = self.signing_key(slot, id, |s| crypto::SigningKey::from_secret(curve, s))?;
+            (kind, distid, key)
+        } else {
+            return Err(Ck(CKR_KEY_TYPE_INCONSISTENT));
         };
         self.session_mut(h)?.sign = Some(SignOp {
             kind,
@@ -1163,6 +1238,150 @@ impl Module {
             buffer: Vec::new(),
         });
         Ok(())
+    }
+
+    /// `C_EncryptInit` / `C_DecryptInit` with CKM_AES_GCM (96-bit IV, 128-bit tag).
+    pub fn crypt_init(
+        &mut self,
+        h: CK_SESSION_HANDLE,
+        encrypt: bool,
+        mechanism: CK_MECHANISM_TYPE,
+        gcm: &GcmParams,
+        key: CK_OBJECT_HANDLE,
+    ) -> R<()> {
+        let (iv, aad, tag_bits) = (gcm.iv.as_slice(), gcm.aad.as_slice(), gcm.tag_bits);
+        if self.session(h)?.crypt.is_some() {
+            return Err(Ck(CKR_OPERATION_ACTIVE));
+        }
+        if mechanism != CKM_AES_GCM {
+            return Err(Ck(CKR_MECHANISM_INVALID));
+        }
+        let iv: [u8; 12] = iv.try_into().map_err(|_| Ck(CKR_MECHANISM_PARAM_INVALID))?;
+        if tag_bits != 128 {
+            return Err(Ck(CKR_MECHANISM_PARAM_INVALID));
+        }
+        let (slot, id, object) = self.object(h, key)?;
+        if get_ulong(&object.attrs, CKA_CLASS) != Some(CKO_SECRET_KEY)
+            || get_ulong(&object.attrs, CKA_KEY_TYPE) != Some(CKK_AES)
+        {
+            return Err(Ck(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        let usage = if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT };
+        if get_bool(&object.attrs, usage) != Some(true) {
+            return Err(Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        let key = self.signing_key(slot, id, |s| {
+            Ok(crypto::SigningKey::Aes(Zeroizing::new(s.to_vec())))
+        })?;
+        self.session_mut(h)?.crypt = Some(CryptOp {
+            encrypt,
+            key,
+            iv,
+            aad: aad.to_vec(),
+        });
+        Ok(())
+    }
+
+    pub fn crypt_op(&self, h: CK_SESSION_HANDLE, encrypt: bool) -> R<CryptOp> {
+        self.session(h)?
+            .crypt
+            .clone()
+            .filter(|op| op.encrypt == encrypt)
+            .ok_or(Ck(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    pub fn end_crypt(&mut self, h: CK_SESSION_HANDLE) {
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.crypt = None;
+        }
+    }
+
+    /// `C_GenerateKey`: a generic secret (HMAC) or an AES-256 key, sensitive and never
+    /// extractable, sealed like private keys.
+    pub fn generate_key(
+        &mut self,
+        h: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> R<CK_OBJECT_HANDLE> {
+        let slot = self.session(h)?.slot;
+        let given = template_map(template)?;
+        let key_type = match mechanism {
+            CKM_GENERIC_SECRET_KEY_GEN => CKK_GENERIC_SECRET,
+            CKM_AES_KEY_GEN => CKK_AES,
+            _ => return Err(Ck(CKR_MECHANISM_INVALID)),
+        };
+        if get_ulong(&given, CKA_CLASS).is_some_and(|c| c != CKO_SECRET_KEY)
+            || get_ulong(&given, CKA_KEY_TYPE).is_some_and(|k| k != key_type)
+            || get_bool(&given, CKA_EXTRACTABLE) == Some(true)
+            || get_bool(&given, CKA_SENSITIVE) == Some(false)
+        {
+            return Err(Ck(CKR_TEMPLATE_INCONSISTENT));
+        }
+        let len = get_ulong(&given, CKA_VALUE_LEN).ok_or(Ck(CKR_TEMPLATE_INCOMPLETE))? as usize;
+        let len_ok = match key_type {
+            CKK_AES => len == 32,
+            _ => (16..=64).contains(&len),
+        };
+        if !len_ok {
+            return Err(Ck(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        if self.slots[slot].login != Some(Role::User) {
+            return Err(Ck(CKR_USER_NOT_LOGGED_IN));
+        }
+        let mut secret = Zeroizing::new(vec![0u8; len]);
+        getrandom::fill(&mut secret).map_err(|_| Ck(CKR_DEVICE_ERROR))?;
+        let mut attrs = BTreeMap::new();
+        for (t, v) in [
+            (CKA_TOKEN, boolean(false)),
+            (CKA_MODIFIABLE, boolean(true)),
+            (CKA_LABEL, Vec::new()),
+            (CKA_ID, Vec::new()),
+            (CKA_SIGN, boolean(false)),
+            (CKA_VERIFY, boolean(false)),
+            (CKA_ENCRYPT, boolean(false)),
+            (CKA_DECRYPT, boolean(false)),
+            (CKA_WRAP, boolean(false)),
+            (CKA_UNWRAP, boolean(false)),
+            (CKA_DERIVE, boolean(false)),
+        ] {
+            attrs.insert(t, v);
+        }
+        attrs.extend(given);
+        for (t, v) in [
+            (CKA_CLASS, ulong(CKO_SECRET_KEY)),
+            (CKA_KEY_TYPE, ulong(key_type)),
+            (CKA_PRIVATE, boolean(true)),
+            (CKA_SENSITIVE, boolean(true)),
+            (CKA_ALWAYS_SENSITIVE, boolean(true)),
+            (CKA_EXTRACTABLE, boolean(false)),
+            (CKA_NEVER_EXTRACTABLE, boolean(true)),
+            (CKA_LOCAL, boolean(true)),
+            (CKA_KEY_GEN_MECHANISM, ulong(mechanism)),
+            (CKA_VALUE_LEN, ulong(len as CK_ULONG)),
+        ] {
+            attrs.insert(t, v);
+        }
+        attrs.remove(&CKA_VALUE);
+        let on_token = get_bool(&attrs, CKA_TOKEN).unwrap_or(false);
+        if on_token && !self.session(h)?.rw {
+            return Err(Ck(CKR_SESSION_READ_ONLY));
+        }
+        let s = &self.slots[slot];
+        let master = s.master.clone().ok_or(Ck(CKR_USER_NOT_LOGGED_IN))?;
+        let id = if on_token {
+            s.file()?.next_object_id
+        } else {
+            s.next_session_object
+        };
+        let sealed = s.file()?.seal_secret(&master, id, &secret)?;
+        self.insert(
+            h,
+            StoredObject {
+                attrs,
+                sealed_secret: Some(sealed),
+            },
+        )
     }
 
     pub fn sign_op(&self, h: CK_SESSION_HANDLE) -> R<SignOp> {

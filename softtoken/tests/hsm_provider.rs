@@ -325,3 +325,53 @@ async fn a_profile_that_does_not_match_the_module_is_named_with_its_mechanisms()
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_held_hmac_and_aes_gcm_wrapping_keys_work_through_hsm() {
+    use hsm::SecretKeyKind;
+    let (_provider, token, _) = fresh_token("sansec", "secrets").await;
+    token
+        .generate_secret_key("digest-key", SecretKeyKind::HmacSha256)
+        .await
+        .unwrap();
+    token
+        .generate_secret_key("wrap-key", SecretKeyKind::Aes256Wrap)
+        .await
+        .unwrap();
+    assert!(matches!(
+        token
+            .generate_secret_key("digest-key", SecretKeyKind::HmacSha256)
+            .await,
+        Err(TokenError::KeyExists(_))
+    ));
+    let a = token
+        .hmac("digest-key", b"110101199003070000")
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(
+        a,
+        token
+            .hmac("digest-key", b"110101199003070000")
+            .await
+            .unwrap()
+    );
+    assert_ne!(
+        a,
+        token
+            .hmac("digest-key", b"110101199003070001")
+            .await
+            .unwrap()
+    );
+
+    let data_key = [7u8; 32];
+    let wrapped = token.wrap_key("wrap-key", &data_key).await.unwrap();
+    assert_eq!(wrapped.len(), 12 + 32 + 16);
+    let unwrapped = token.unwrap_key("wrap-key", &wrapped).await.unwrap();
+    assert_eq!(unwrapped.as_slice(), &data_key);
+    let mut tampered = wrapped.clone();
+    tampered[20] ^= 1;
+    assert!(token.unwrap_key("wrap-key", &tampered).await.is_err());
+    // The wrapping key is of no use for HMAC, and vice versa.
+    assert!(token.hmac("wrap-key", b"x").await.is_err());
+}
