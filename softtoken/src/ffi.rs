@@ -907,3 +907,33 @@ pub unsafe extern "C" fn C_GetInterface(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_an_entry_point_becomes_ckr_general_error() {
+        let rv = guard(|| panic!("must not unwind into C"));
+        assert_eq!(rv, CKR_GENERAL_ERROR);
+    }
+
+    #[test]
+    fn null_pointers_are_refused_not_dereferenced() {
+        // SAFETY: NULL is what is being tested; the function checks it.
+        assert_eq!(
+            unsafe { C_GetFunctionList(ptr::null_mut()) },
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            write_list(&[1, 2], ptr::null_mut(), ptr::null_mut()),
+            Err(Ck(CKR_ARGUMENTS_BAD))
+        );
+        assert_eq!(bytes(ptr::null(), 4), Err(Ck(CKR_ARGUMENTS_BAD)));
+        assert_eq!(bytes(ptr::null(), 0), Ok(&[][..]));
+        let mut list = ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { C_GetFunctionList(&mut list) }, CKR_OK);
+        assert!(!list.is_null());
+    }
+}

@@ -375,3 +375,32 @@ async fn token_held_hmac_and_aes_gcm_wrapping_keys_work_through_hsm() {
     // The wrapping key is of no use for HMAC, and vice versa.
     assert!(token.hmac("wrap-key", b"x").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_signers_get_valid_signatures() {
+    let (_provider, token, _) = fresh_token("sansec-appid1", "concurrent").await;
+    let key = token
+        .generate_key_pair("shared", KeyAlgorithm::Sm2)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8u8)
+        .map(|t| {
+            let token = Arc::clone(&token);
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..10u8 {
+                    let msg = vec![t, i];
+                    let sig = token.sign("shared", &msg).await.unwrap();
+                    out.push((msg, sig.raw));
+                }
+                out
+            })
+        })
+        .collect();
+    for task in tasks {
+        for (msg, raw) in task.await.unwrap() {
+            hsm::soft_crypto::verify(KeyAlgorithm::Sm2, &key.public_key, DISTID, &msg, &raw)
+                .unwrap();
+        }
+    }
+}
