@@ -224,6 +224,75 @@ const fn nibble(c: u8) -> u8 {
     }
 }
 
+/// Opens a GM/T 0016 `ENVELOPEDKEYBLOB` (packed, little-endian): the SM4 key inside its
+/// `ECCCIPHERBLOB` (C1 ‖ C3 ‖ C2) is SM2-decrypted with `unwrapping`, the 64-byte private key
+/// field SM4-ECB-decrypted with it (32 zero bytes ‖ d), and d·G must equal the blob's public
+/// key. Returns d and the uncompressed public point.
+pub fn open_sm2_envelope(
+    unwrapping: &SigningKey,
+    blob: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CryptoError> {
+    use sm4::cipher::{BlockCipherDecrypt, KeyInit};
+    let SigningKey::Sm2 { secret, .. } = unwrapping else {
+        return Err(CryptoError::BadKey);
+    };
+    let u32_at = |o: usize| -> Result<u32, CryptoError> {
+        let b: [u8; 4] = blob
+            .get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(CryptoError::InputLength)?;
+        Ok(u32::from_le_bytes(b))
+    };
+    // Version 1, SGD_SM4_ECB, 256-bit SM2 key; public key BitLen 256.
+    if u32_at(0)? != 1 || u32_at(4)? != 0x401 || u32_at(8)? != 256 || u32_at(76)? != 256 {
+        return Err(CryptoError::BadKey);
+    }
+    let c2_len = u32_at(368)? as usize;
+    if blob.len() != 372 + c2_len {
+        return Err(CryptoError::InputLength);
+    }
+    let coordinate = |o: usize| -> Result<&[u8], CryptoError> {
+        let field = &blob[o..o + 64];
+        if field[..32].iter().any(|b| *b != 0) {
+            return Err(CryptoError::BadKey);
+        }
+        Ok(&field[32..])
+    };
+    let mut point = vec![0x04];
+    point.extend_from_slice(coordinate(80)?);
+    point.extend_from_slice(coordinate(144)?);
+    let mut ciphertext = vec![0x04];
+    ciphertext.extend_from_slice(coordinate(208)?);
+    ciphertext.extend_from_slice(coordinate(272)?);
+    ciphertext.extend_from_slice(&blob[336..368]);
+    ciphertext.extend_from_slice(&blob[372..]);
+    let decrypting =
+        sm2::pke::DecryptingKey::from_slice(secret).map_err(|_| CryptoError::BadKey)?;
+    let sm4_key = Zeroizing::new(
+        decrypting
+            .decrypt(&ciphertext)
+            .map_err(|_| CryptoError::BadKey)?,
+    );
+    let cipher = sm4::Sm4::new_from_slice(&sm4_key).map_err(|_| CryptoError::BadKey)?;
+    let mut plain = Zeroizing::new(Vec::with_capacity(64));
+    for chunk in blob[12..76].chunks_exact(16) {
+        let mut block = sm4::cipher::Block::<sm4::Sm4>::default();
+        block.copy_from_slice(chunk);
+        cipher.decrypt_block(&mut block);
+        plain.extend_from_slice(&block);
+        block.fill(0);
+    }
+    if plain[..32].iter().any(|b| *b != 0) {
+        return Err(CryptoError::BadKey);
+    }
+    let d = Zeroizing::new(plain[32..].to_vec());
+    let key = SigningKey::from_secret(Curve::Sm2, &d)?;
+    if key.public_point() != point {
+        return Err(CryptoError::BadKey);
+    }
+    Ok((d, point))
+}
+
 /// DER `SubjectPublicKeyInfo` (CKA_PUBLIC_KEY_INFO).
 pub fn spki_der(curve: Curve, point: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let doc = match curve {

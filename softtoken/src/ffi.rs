@@ -703,6 +703,27 @@ extern "C" fn c_generate_key(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
+extern "C" fn c_unwrap_key(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    unwrapping: CK_OBJECT_HANDLE,
+    wrapped: *mut CK_BYTE,
+    wrapped_len: CK_ULONG,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        let (mech, _) = mechanism(mech)?;
+        let wrapped = bytes(wrapped, wrapped_len)?;
+        let t = template(tmpl, count)?;
+        let key = out(key)?;
+        *key = with(|m| m.unwrap_key(h, mech, unwrapping, wrapped, &t))?;
+        Ok(())
+    })
+}
+
 extern "C" fn c_generate_random(h: CK_SESSION_HANDLE, buf: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
     guard(|| {
         with(|m| m.check_session(h))?;
@@ -772,7 +793,6 @@ mod unsupported {
         sign_encrypt_update(H, B, L, B, PL);
         decrypt_verify_update(H, B, L, B, PL);
         wrap_key(H, M, O, O, B, PL);
-        unwrap_key(H, M, O, B, L, A, L, PO);
         derive_key(H, M, O, A, L, PO);
         wait_for_slot_event(CK_FLAGS, *mut CK_SLOT_ID, *mut std::ffi::c_void);
     }
@@ -841,7 +861,7 @@ static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_GenerateKey: Some(c_generate_key),
     C_GenerateKeyPair: Some(c_generate_key_pair),
     C_WrapKey: Some(unsupported::wrap_key),
-    C_UnwrapKey: Some(unsupported::unwrap_key),
+    C_UnwrapKey: Some(c_unwrap_key),
     C_DeriveKey: Some(unsupported::derive_key),
     C_SeedRandom: Some(c_seed_random),
     C_GenerateRandom: Some(c_generate_random),

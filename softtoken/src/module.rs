@@ -39,6 +39,11 @@ impl From<CryptoError> for Ck {
     }
 }
 
+/// The module's own mechanism (no vendor numbers one) for `C_UnwrapKey` of a GM/T 0016
+/// `ENVELOPEDKEYBLOB`: an SM2 key pair whose private key is SM4-ECB-encrypted under a random
+/// key that is SM2-encrypted to the unwrapping key (an SM2 private key with `CKA_UNWRAP`).
+pub const CKM_KIOSK_SM2_ENVELOPE: CK_MECHANISM_TYPE = 0xC105_0001;
+
 /// Object handles: `(slot + 1) << 40 | id`; session objects have bit 39 set in `id`.
 const SLOT_SHIFT: u32 = 40;
 const SESSION_OBJECT: u64 = 1 << 39;
@@ -409,6 +414,7 @@ impl Module {
             for m in f.sign {
                 out.push((m.ckm, CKF_SIGN | CKF_VERIFY));
             }
+            out.push((CKM_KIOSK_SM2_ENVELOPE, CKF_UNWRAP));
         }
         Ok(out)
     }
@@ -1130,6 +1136,132 @@ impl Module {
             },
         )?;
         Ok((pub_handle, priv_handle))
+    }
+
+    /// `C_UnwrapKey` of a GM/T 0016 envelope: imports the SM2 key pair (private key sealed
+    /// like generated ones, not `CKA_LOCAL`, not `CKA_ALWAYS_SENSITIVE`) and a public key
+    /// object with the same label and id; returns the private key's handle.
+    pub fn unwrap_key(
+        &mut self,
+        h: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> R<CK_OBJECT_HANDLE> {
+        let slot = self.session(h)?.slot;
+        let family = self.slots[slot].family.ok_or(Ck(CKR_MECHANISM_INVALID))?;
+        if mechanism != CKM_KIOSK_SM2_ENVELOPE {
+            return Err(Ck(CKR_MECHANISM_INVALID));
+        }
+        let (_, uid, object) = self.object(h, unwrapping)?;
+        let key_type = get_ulong(&object.attrs, CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION);
+        if get_ulong(&object.attrs, CKA_CLASS) != Some(CKO_PRIVATE_KEY)
+            || self.curve_of(
+                slot,
+                key_type,
+                object.attrs.get(&CKA_EC_PARAMS).map(Vec::as_slice),
+            ) != Some(Curve::Sm2)
+        {
+            return Err(Ck(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT));
+        }
+        if get_bool(&object.attrs, CKA_UNWRAP) != Some(true) {
+            return Err(Ck(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        let given = template_map(template)?;
+        if get_ulong(&given, CKA_CLASS).is_some_and(|c| c != CKO_PRIVATE_KEY)
+            || get_ulong(&given, CKA_KEY_TYPE).is_some_and(|k| k != family.ckk_sm2)
+            || get_bool(&given, CKA_EXTRACTABLE) == Some(true)
+            || get_bool(&given, CKA_SENSITIVE) == Some(false)
+        {
+            return Err(Ck(CKR_TEMPLATE_INCONSISTENT));
+        }
+        let ukey = self.signing_key(slot, uid, |s| {
+            crypto::SigningKey::from_secret(Curve::Sm2, s)
+        })?;
+        let (d, point) =
+            crypto::open_sm2_envelope(&ukey, wrapped).map_err(|_| Ck(CKR_WRAPPED_KEY_INVALID))?;
+        let spki = crypto::spki_der(Curve::Sm2, &point)?;
+        let on_token = get_bool(&given, CKA_TOKEN).unwrap_or(false);
+        let label = given.get(&CKA_LABEL).cloned().unwrap_or_default();
+        let id = given.get(&CKA_ID).cloned().unwrap_or_default();
+        let mut priv_attrs = BTreeMap::new();
+        for (t, v) in [
+            (CKA_CLASS, ulong(CKO_PRIVATE_KEY)),
+            (CKA_TOKEN, boolean(false)),
+            (CKA_MODIFIABLE, boolean(true)),
+            (CKA_LABEL, Vec::new()),
+            (CKA_ID, Vec::new()),
+            (CKA_SIGN, boolean(true)),
+            (CKA_DECRYPT, boolean(false)),
+            (CKA_UNWRAP, boolean(false)),
+            (CKA_DERIVE, boolean(false)),
+            (CKA_SUBJECT, Vec::new()),
+        ] {
+            priv_attrs.insert(t, v);
+        }
+        priv_attrs.extend(given);
+        for (t, v) in [
+            (CKA_KEY_TYPE, ulong(family.ckk_sm2)),
+            (CKA_PRIVATE, boolean(true)),
+            (CKA_SENSITIVE, boolean(true)),
+            (CKA_ALWAYS_SENSITIVE, boolean(false)),
+            (CKA_EXTRACTABLE, boolean(false)),
+            (CKA_NEVER_EXTRACTABLE, boolean(false)),
+            (CKA_LOCAL, boolean(false)),
+            (CKA_EC_PARAMS, EC_PARAMS_SM2.to_vec()),
+            (CKA_PUBLIC_KEY_INFO, spki.clone()),
+        ] {
+            priv_attrs.insert(t, v);
+        }
+        priv_attrs.remove(&CKA_VALUE);
+        let mut pub_attrs = BTreeMap::new();
+        for (t, v) in [
+            (CKA_CLASS, ulong(CKO_PUBLIC_KEY)),
+            (CKA_KEY_TYPE, ulong(family.ckk_sm2)),
+            (CKA_TOKEN, boolean(on_token)),
+            (CKA_PRIVATE, boolean(false)),
+            (CKA_MODIFIABLE, boolean(true)),
+            (CKA_LABEL, label),
+            (CKA_ID, id),
+            (CKA_VERIFY, boolean(true)),
+            (CKA_ENCRYPT, boolean(false)),
+            (CKA_EC_PARAMS, EC_PARAMS_SM2.to_vec()),
+            (CKA_EC_POINT, crypto::ec_point_attribute(&point)),
+            (CKA_PUBLIC_KEY_INFO, spki),
+            (CKA_LOCAL, boolean(false)),
+        ] {
+            pub_attrs.insert(t, v);
+        }
+        if self.slots[slot].login != Some(Role::User) {
+            return Err(Ck(CKR_USER_NOT_LOGGED_IN));
+        }
+        if on_token && !self.session(h)?.rw {
+            return Err(Ck(CKR_SESSION_READ_ONLY));
+        }
+        let s = &self.slots[slot];
+        let master = s.master.clone().ok_or(Ck(CKR_USER_NOT_LOGGED_IN))?;
+        let priv_id = if on_token {
+            s.file()?.next_object_id
+        } else {
+            s.next_session_object
+        };
+        let sealed = s.file()?.seal_secret(&master, priv_id, &d)?;
+        let handle = self.insert(
+            h,
+            StoredObject {
+                attrs: priv_attrs,
+                sealed_secret: Some(sealed),
+            },
+        )?;
+        self.insert(
+            h,
+            StoredObject {
+                attrs: pub_attrs,
+                sealed_secret: None,
+            },
+        )?;
+        Ok(handle)
     }
 
     /// The operation a mechanism names on a key of this type.

@@ -404,3 +404,144 @@ async fn eight_concurrent_signers_get_valid_signatures() {
         }
     }
 }
+
+/// A GM/T 0016 `ENVELOPEDKEYBLOB` carrying `secret` (SM2 scalar) to `to_point`'s key.
+fn envelope(to_point: &[u8], secret: &[u8], public: &[u8]) -> Vec<u8> {
+    use sm4::cipher::{BlockCipherEncrypt, KeyInit};
+    let mut sm4_key = [0u8; 16];
+    getrandom::fill(&mut sm4_key).unwrap();
+    let cipher = sm4::Sm4::new_from_slice(&sm4_key).unwrap();
+    let mut field = [0u8; 64];
+    field[32..].copy_from_slice(secret);
+    let mut encrypted = Vec::new();
+    for chunk in field.chunks_exact(16) {
+        let mut block = sm4::cipher::Block::<sm4::Sm4>::default();
+        block.copy_from_slice(chunk);
+        cipher.encrypt_block(&mut block);
+        encrypted.extend_from_slice(&block);
+    }
+    let sealed = sm2::pke::EncryptingKey::from_sec1_bytes(to_point)
+        .unwrap()
+        .encrypt(&mut getrandom::SysRng, &sm4_key)
+        .unwrap();
+    // C1 (04 ‖ X ‖ Y) ‖ C3 (32) ‖ C2.
+    let (x, y, c3, c2) = (
+        &sealed[1..33],
+        &sealed[33..65],
+        &sealed[65..97],
+        &sealed[97..],
+    );
+    let pad = |v: &[u8]| [vec![0u8; 32], v.to_vec()].concat();
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&1u32.to_le_bytes());
+    blob.extend_from_slice(&0x401u32.to_le_bytes());
+    blob.extend_from_slice(&256u32.to_le_bytes());
+    blob.extend_from_slice(&encrypted);
+    blob.extend_from_slice(&256u32.to_le_bytes());
+    blob.extend_from_slice(&pad(&public[1..33]));
+    blob.extend_from_slice(&pad(&public[33..65]));
+    blob.extend_from_slice(&pad(x));
+    blob.extend_from_slice(&pad(y));
+    blob.extend_from_slice(c3);
+    blob.extend_from_slice(&(c2.len() as u32).to_le_bytes());
+    blob.extend_from_slice(c2);
+    assert_eq!(blob.len(), 372 + c2.len());
+    blob
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enveloped_sm2_key_pair_is_imported_with_c_unwrap_key_and_signs() {
+    use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+    use cryptoki::mechanism::{Mechanism, MechanismType};
+    use cryptoki::object::KeyType;
+    let (_provider, token, label) = fresh_token("sansec", "envelope").await;
+    let ctx = shared_module(&module_path()).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == label)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let vendor = |m: u64| {
+        Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
+            MechanismType::new_vendor_defined(m).unwrap(),
+            None,
+        ))
+    };
+    let ckk = KeyType::new_vendor_defined(0x8000_0004).unwrap();
+    // The container's signing key, allowed to unwrap (GM/T 0016: the envelope is sealed to it).
+    let (unwrap_pub, unwrap_priv) = session
+        .generate_key_pair(
+            &vendor(0x8000_8001),
+            &[
+                Attribute::Token(true),
+                Attribute::KeyType(ckk),
+                Attribute::Verify(true),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::KeyType(ckk),
+                Attribute::Sign(true),
+                Attribute::Unwrap(true),
+                Attribute::Label(b"sign-key".to_vec()),
+            ],
+        )
+        .unwrap();
+    let point = match &session
+        .get_attributes(unwrap_pub, &[AttributeType::EcPoint])
+        .unwrap()[0]
+    {
+        Attribute::EcPoint(p) => p[2..].to_vec(),
+        other => panic!("{other:?}"),
+    };
+    // The encryption key pair, made by the KMC and sent enveloped.
+    let kmc_key = hsm::soft_crypto::SoftSigningKey::generate(KeyAlgorithm::Sm2, DISTID).unwrap();
+    let blob = envelope(&point, kmc_key.secret_bytes(), &kmc_key.public_key());
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(ckk),
+        Attribute::Token(true),
+        Attribute::Sign(true),
+        Attribute::Label(b"enc-key".to_vec()),
+        Attribute::Id(b"enc-1".to_vec()),
+    ];
+    let mut tampered = blob.clone();
+    tampered[40] ^= 1;
+    assert!(
+        session
+            .unwrap_key(&vendor(0xC105_0001), unwrap_priv, &tampered, &template)
+            .is_err(),
+        "a tampered envelope was imported"
+    );
+    session
+        .unwrap_key(&vendor(0xC105_0001), unwrap_priv, &blob, &template)
+        .unwrap();
+
+    // Through hsm: the imported pair is found with its public key and signs verifiably.
+    let imported = token.key("enc-key").await.unwrap();
+    assert_eq!(imported.public_key, kmc_key.public_key());
+    let sig = token.sign("enc-key", b"imported").await.unwrap();
+    hsm::soft_crypto::verify(
+        KeyAlgorithm::Sm2,
+        &imported.public_key,
+        DISTID,
+        b"imported",
+        &sig.raw,
+    )
+    .unwrap();
+    let attrs = session
+        .find_objects(&[
+            Attribute::Label(b"enc-key".to_vec()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ])
+        .unwrap();
+    let flags = session
+        .get_attributes(
+            attrs[0],
+            &[AttributeType::Extractable, AttributeType::Local],
+        )
+        .unwrap();
+    assert!(flags.contains(&Attribute::Extractable(false)));
+    assert!(flags.contains(&Attribute::Local(false)));
+}
