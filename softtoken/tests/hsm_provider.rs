@@ -18,20 +18,10 @@ use hsm::{KeyAlgorithm, Pin, PinState, Token, TokenError, UserKind};
 
 /// Slots per vendor numbering in this process's store (one token per test).
 const CONFIG: &str = r#"
-slots = 16
+slots = 24
 profile = "sansec"
 kdf_iterations = 5000
 user_pin_max_attempts = 10
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
-[[slot]]
 [[slot]]
 profile = "bgi-ukey"
 [[slot]]

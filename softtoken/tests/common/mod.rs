@@ -89,6 +89,9 @@ pub fn text(o: &Output) -> String {
 
 /// Verifies an SM2 signature (DER) over `msg` with openssl and the default distinguishing id.
 pub fn openssl_sm2_verify(dir: &Path, public_pem: &str, msg: &[u8], sig_der: &[u8]) -> Output {
+    // Own files per call: tests run in parallel threads under `cargo test`.
+    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    let dir = tmp.path();
     let (p, m, s) = (
         dir.join("sm2.pub.pem"),
         dir.join("sm2.msg"),
@@ -112,6 +115,8 @@ pub fn openssl_sm2_verify(dir: &Path, public_pem: &str, msg: &[u8], sig_der: &[u
 
 /// Verifies an ECDSA-SHA256 signature (DER) with openssl.
 pub fn openssl_p256_verify(dir: &Path, public_pem: &str, msg: &[u8], sig_der: &[u8]) -> Output {
+    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    let dir = tmp.path();
     let (p, m, s) = (
         dir.join("p256.pub.pem"),
         dir.join("p256.msg"),
