@@ -819,8 +819,6 @@ impl Module {
         }
         for (t, v) in given {
             if t == CKA_EC_POINT {
-                let slot = self.session(h)?.slot;
-                let _ = slot;
                 attrs.insert(
                     t,
                     crypto::ec_point_attribute(crypto::point_from_attribute(&v)),

@@ -535,3 +535,67 @@ async fn an_enveloped_sm2_key_pair_is_imported_with_c_unwrap_key_and_signs() {
     assert!(flags.contains(&Attribute::Extractable(false)));
     assert!(flags.contains(&Attribute::Local(false)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_issued_for_a_token_key_is_stored_next_to_it_and_read_back() {
+    let (_provider, token, _) = fresh_token("sansec", "certificate").await;
+    token
+        .generate_key_pair("holder", KeyAlgorithm::P256)
+        .await
+        .unwrap();
+    let csr = hsm::csr::build_csr(token.as_ref(), "holder", "CN=Holder,O=Branch 12")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir_in(env().dir.path()).unwrap();
+    let p = |n: &str| work.path().join(n).display().to_string();
+    std::fs::write(p("req.pem"), &csr.pem).unwrap();
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-subj",
+            "/CN=Test CA",
+            "-days",
+            "2",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("req.pem"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-set_serial",
+            "77",
+            "-days",
+            "2",
+            "-outform",
+            "DER",
+            "-out",
+            &p("cert.der"),
+        ],
+    ] {
+        let o = openssl(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let cert = std::fs::read(p("cert.der")).unwrap();
+    token.write_certificate("holder", &cert).await.unwrap();
+    assert_eq!(
+        token.read_certificate("holder").await.unwrap(),
+        Some(cert.clone())
+    );
+    // Replacing it keeps one certificate next to the key.
+    token.write_certificate("holder", &cert).await.unwrap();
+    assert_eq!(token.read_certificate("holder").await.unwrap(), Some(cert));
+}
