@@ -128,6 +128,9 @@ pub async fn prepare(
     if !token.is_logged_in() {
         token.login(UserKind::User, pin).await?;
     }
+    // Start-up probe of the vendor profile: the mechanisms before any key is made with them,
+    // then a test signature with the device key (encoding and software verification).
+    token.probe(None).await?;
     let key = match token.key(device_key).await {
         Ok(k) => k,
         Err(TokenError::NoSuchKey(_)) => {
@@ -140,6 +143,7 @@ pub async fn prepare(
         }
         Err(e) => return Err(e),
     };
+    token.probe(Some(device_key)).await?;
     // Prefer HMAC-SM3 where the token has it; SoftHSM2 and most HSMs offer HMAC-SHA-256.
     let digest_algorithm = match ensure_secret(
         &token,

@@ -32,6 +32,9 @@ pub enum TokenError {
     MechanismNotSupported(String),
     #[error("vendor profile {profile:?} does not match the token: missing {missing}")]
     ProfileMismatch { profile: String, missing: String },
+    /// The start-up probe saw the token do something else than its profile says.
+    #[error("profile {profile}: {detail}")]
+    ProbeFailed { profile: String, detail: String },
     #[error("unknown vendor profile {0:?}")]
     UnknownProfile(String),
     #[error("token call did not finish within {0:?}")]

@@ -16,6 +16,9 @@ const EMBEDDED: &str = include_str!("profiles.toml");
 pub const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
 pub const CKM_ECDSA: u64 = 0x1041;
 
+/// What the start-up probe signs.
+pub const PROBE_MESSAGE: &[u8] = b"kioskd start-up probe: vendor profile check";
+
 /// What an SM2 signing mechanism consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -110,6 +110,31 @@ pub trait Token: Send + Sync {
     /// The SM2 distinguishing identifier this token signs with.
     fn sm2_distid(&self) -> &str;
 
+    /// Start-up probe. Without a key: the token offers what its vendor profile names (PKCS#11:
+    /// the mechanism list). With a key: a test signature with it, checked for the encoding the
+    /// profile says and verified in software. A mismatch is [`TokenError::ProbeFailed`] or
+    /// [`TokenError::ProfileMismatch`], naming the profile, the mechanism and what the token
+    /// did. Tokens without vendor profiles only check that the signature verifies.
+    async fn probe(&self, key_label: Option<&str>) -> Result<()> {
+        let Some(label) = key_label else {
+            return Ok(());
+        };
+        let key = self.key(label).await?;
+        let message = crate::profile::PROBE_MESSAGE;
+        let signature = self.sign(label, message).await?;
+        crate::soft_crypto::verify(
+            key.algorithm,
+            &key.public_key,
+            self.sm2_distid(),
+            message,
+            &signature.raw,
+        )
+        .map_err(|_| TokenError::ProbeFailed {
+            profile: "none".into(),
+            detail: format!("the test signature with key {label:?} does not verify"),
+        })
+    }
+
     /// Stores a DER certificate next to its key (same `CKA_ID`, label = key label),
     /// replacing an older one. The certificate's public key must be the key's.
     async fn write_certificate(&self, key_label: &str, cert_der: &[u8]) -> Result<()>;

@@ -113,6 +113,14 @@ fn token_error(e: TokenError) -> ApiError {
             "ukey_unsupported",
             format!("the UKEY cannot do {m}"),
         ),
+        e @ (TokenError::ProbeFailed { .. } | TokenError::ProfileMismatch { .. }) => {
+            tracing::warn!(error = %e, "UKEY refused: its vendor profile does not match it");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ukey_refused",
+                e.to_string(),
+            )
+        }
         other => {
             tracing::warn!(error = %other, "UKEY operation failed");
             ApiError::new(
@@ -600,6 +608,9 @@ async fn issue_on_token(
             .map_err(token_error)?,
         Err(e) => return Err(token_error(e)),
     };
+    // The key the CSR is made with is checked before anything goes to the CA: a test
+    // signature as the UKEY's vendor profile says, verified in software.
+    token.probe(Some(&label)).await.map_err(token_error)?;
     step("requesting_certificate", 45);
     let csr = hsm::csr::build_csr(token.as_ref(), &label, subject)
         .await

@@ -82,13 +82,7 @@ impl Pkcs11Provider {
         let label = label.to_owned();
         run_blocking(self.options.call_timeout, move || {
             let slot = find_slot(&ctx, &label)?.0;
-            let mechanisms: Vec<u64> = ctx
-                .get_mechanism_list(slot)
-                .map_err(map_error)?
-                .into_iter()
-                .map(|m| *m)
-                .collect();
-            profile.check_mechanisms(&mechanisms)
+            profile.check_mechanisms(&mechanism_numbers(&ctx, slot, &profile)?)
         })
         .await
     }
@@ -119,6 +113,43 @@ impl Pkcs11Provider {
             lock(&self.tokens).entry(info.serial).or_insert(token),
         ))
     }
+}
+
+/// Which of the mechanisms the profile needs (ECDSA P-256 and its SM2 numbers) the slot
+/// offers, asked one by one with `C_GetMechanismInfo` (a missing one answers
+/// `CKR_MECHANISM_INVALID`). Not `get_mechanism_list`: `cryptoki` drops every number it does
+/// not know from that list, vendor-defined ones included, and logs an error for each.
+pub(crate) fn mechanism_numbers(
+    ctx: &Pkcs11,
+    slot: cryptoki::slot::Slot,
+    profile: &VendorProfile,
+) -> Result<Vec<u64>> {
+    use cryptoki::mechanism::MechanismType;
+    let mut wanted = vec![
+        crate::profile::CKM_EC_KEY_PAIR_GEN,
+        crate::profile::CKM_ECDSA,
+    ];
+    if let Some(sm2) = &profile.sm2 {
+        wanted.extend([sm2.ckm_keygen, sm2.ckm_sign]);
+    }
+    let mut offered = Vec::new();
+    for m in wanted {
+        // (`try_from` on a vendor number would log an error too.)
+        let mechanism = if m >= 0x8000_0000 {
+            MechanismType::new_vendor_defined(m)
+        } else {
+            MechanismType::try_from(m)
+        };
+        let Ok(mechanism) = mechanism else {
+            continue;
+        };
+        match ctx.get_mechanism_info(slot, mechanism) {
+            Ok(_) => offered.push(m),
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _)) => {}
+            Err(e) => return Err(map_error(e)),
+        }
+    }
+    Ok(offered)
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<(cryptoki::slot::Slot, TokenInfo)> {

@@ -313,6 +313,120 @@ impl Pkcs11Token {
         }
         Ok(handle)
     }
+
+    /// The mechanism, the token's input and whether it answers in DER, for signing
+    /// `message` with `key` under the vendor profile.
+    fn sign_plan(
+        &self,
+        key: &CachedKey,
+        message: &[u8],
+    ) -> Result<(MechanismChoice, Vec<u8>, bool)> {
+        let algorithm = key.info.algorithm;
+        Ok(match algorithm {
+            KeyAlgorithm::P256 => (
+                MechanismChoice::Ecdsa,
+                soft_crypto::message_digest(algorithm, &key.info.public_key, "", message)?.to_vec(),
+                false,
+            ),
+            KeyAlgorithm::Sm2 => {
+                let sm2 = self.profile.sm2.as_ref().ok_or_else(|| {
+                    TokenError::MechanismNotSupported(format!(
+                        "profile {:?} has no SM2",
+                        self.profile.name
+                    ))
+                })?;
+                let input = match (sm2.sign_input, &key.sm2_z) {
+                    (Sm2SignInput::Digest, Some(z)) => {
+                        soft_crypto::sm2_digest_with_z(z, message).to_vec()
+                    }
+                    (Sm2SignInput::Digest, None) => soft_crypto::message_digest(
+                        algorithm,
+                        &key.info.public_key,
+                        &self.distid,
+                        message,
+                    )?
+                    .to_vec(),
+                    (Sm2SignInput::Message, _) => message.to_vec(),
+                };
+                vendor_mechanism(sm2.ckm_sign)?;
+                (
+                    MechanismChoice::Vendor(sm2.ckm_sign),
+                    input,
+                    sm2.signature == Sm2SignatureFormat::Der,
+                )
+            }
+        })
+    }
+
+    /// The vendor profile checked against this token's mechanism list.
+    pub async fn check_mechanisms(&self) -> Result<()> {
+        let profile = self.profile.clone();
+        self.pool
+            .call_ctx(move |pool| {
+                let slot = pool.slot()?;
+                profile.check_mechanisms(&super::mechanism_numbers(&pool.ctx, slot, &profile)?)
+            })
+            .await
+    }
+
+    /// The test signature of the start-up probe, read as the token returns it.
+    async fn probe_signature(&self, key_label: &str) -> Result<()> {
+        let key = self.cached_key(key_label).await?;
+        let algorithm = key.info.algorithm;
+        let message = crate::profile::PROBE_MESSAGE;
+        let (mechanism, input, der_output) = self.sign_plan(&key, message)?;
+        let ckm = match mechanism {
+            MechanismChoice::Vendor(v) => v,
+            _ => crate::profile::CKM_ECDSA,
+        };
+        let private = key.private;
+        let output = self
+            .pool
+            .call(move |session, _| {
+                session
+                    .sign(&mechanism.build()?, private, &input)
+                    .map_err(map_error)
+            })
+            .await?;
+        let failed = |detail: String| TokenError::ProbeFailed {
+            profile: self.profile.name.clone(),
+            detail,
+        };
+        let raw = if der_output {
+            soft_crypto::der_signature_to_raw(algorithm, &output).map_err(|_| {
+                failed(format!(
+                    "CKM 0x{ckm:08X} should return DER, token returned {} {}bytes",
+                    output.len(),
+                    if output.len() == 64 { "raw " } else { "" }
+                ))
+            })?
+        } else if output.len() != 64 {
+            let der = soft_crypto::der_signature_to_raw(algorithm, &output).is_ok();
+            return Err(failed(format!(
+                "CKM 0x{ckm:08X} should return raw r||s (64 bytes), token returned {} bytes{}",
+                output.len(),
+                if der { " of DER" } else { "" }
+            )));
+        } else {
+            output
+        };
+        let input_kind = match self.profile.sm2.as_ref().map(|s| s.sign_input) {
+            Some(Sm2SignInput::Digest) if algorithm == KeyAlgorithm::Sm2 => {
+                "the SM3(Z_A || M) digest"
+            }
+            Some(Sm2SignInput::Message) if algorithm == KeyAlgorithm::Sm2 => "the message",
+            _ => "the SHA-256 digest",
+        };
+        soft_crypto::verify(algorithm, &key.info.public_key, &self.distid, message, &raw).map_err(
+            |_| {
+                failed(format!(
+                    "CKM 0x{ckm:08X} was given {input_kind}, but the token's signature does not \
+                     verify with key {key_label:?} (distinguishing id {:?})",
+                    self.distid
+                ))
+            },
+        )
+    }
 }
 
 fn is_stale_handle(rv: &str) -> bool {
@@ -565,40 +679,7 @@ impl Token for Pkcs11Token {
     async fn sign(&self, key_label: &str, message: &[u8]) -> Result<TokenSignature> {
         let key = self.cached_key(key_label).await?;
         let algorithm = key.info.algorithm;
-        let (mechanism, input, der_output) = match algorithm {
-            KeyAlgorithm::P256 => (
-                MechanismChoice::Ecdsa,
-                soft_crypto::message_digest(algorithm, &key.info.public_key, "", message)?.to_vec(),
-                false,
-            ),
-            KeyAlgorithm::Sm2 => {
-                let sm2 = self.profile.sm2.as_ref().ok_or_else(|| {
-                    TokenError::MechanismNotSupported(format!(
-                        "profile {:?} has no SM2",
-                        self.profile.name
-                    ))
-                })?;
-                let input = match (sm2.sign_input, &key.sm2_z) {
-                    (Sm2SignInput::Digest, Some(z)) => {
-                        soft_crypto::sm2_digest_with_z(z, message).to_vec()
-                    }
-                    (Sm2SignInput::Digest, None) => soft_crypto::message_digest(
-                        algorithm,
-                        &key.info.public_key,
-                        &self.distid,
-                        message,
-                    )?
-                    .to_vec(),
-                    (Sm2SignInput::Message, _) => message.to_vec(),
-                };
-                vendor_mechanism(sm2.ckm_sign)?;
-                (
-                    MechanismChoice::Vendor(sm2.ckm_sign),
-                    input,
-                    sm2.signature == Sm2SignatureFormat::Der,
-                )
-            }
-        };
+        let (mechanism, input, der_output) = self.sign_plan(&key, message)?;
         let sign_with = |private: ObjectHandle, input: Vec<u8>| {
             self.pool.call(move |session, _| {
                 session
@@ -631,6 +712,13 @@ impl Token for Pkcs11Token {
 
     fn sm2_distid(&self) -> &str {
         &self.distid
+    }
+
+    async fn probe(&self, key_label: Option<&str>) -> Result<()> {
+        match key_label {
+            None => self.check_mechanisms().await,
+            Some(label) => self.probe_signature(label).await,
+        }
     }
 
     async fn write_certificate(&self, key_label: &str, cert_der: &[u8]) -> Result<()> {
