@@ -6,8 +6,10 @@
 //! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
 //! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL. [`ca`] is the CA
 //! issuing applicants' certificates (EST), enabled with [`server::start_with_ca`].
+//! [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
 
 pub mod ca;
+pub mod config;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod pg_cluster;
 pub mod retention;
 pub mod server;
+pub mod service;
 pub mod tls;
 
 /// The kiosk-side mTLS client (one implementation, in `records` behind its `client` feature).
