@@ -284,7 +284,18 @@ async fn main() -> anyhow::Result<()> {
             dir,
             kiosk_id,
             kiosk_verifier,
-        } => run_local(&dir, &kiosk_id, &kiosk_verifier).await?,
+        } => {
+            if let Err(e) = run_local(&dir, &kiosk_id, &kiosk_verifier).await {
+                // Where kioskd waits for the ready line: one line saying why, nothing more
+                // (kioskd logs it once, not once per retry).
+                let why = match e.downcast_ref::<hq_ingest::local::LocalHqError>() {
+                    Some(e) => e.one_line(),
+                    None => format!("{e:#}").replace('\n', "; "),
+                };
+                println!("{}", serde_json::json!({ "error": why }));
+                std::process::exit(1);
+            }
+        }
         Cmd::DevPki { dir } => {
             let pki = dev_pki::generate(&dir)?;
             println!("{pki:#?}");
