@@ -452,6 +452,7 @@ impl HqConfig {
         }
         if let Some(m) = self.listen.metrics
             && m == self.listen.mtls
+            && m.port() != 0
         {
             push(
                 "listen.metrics",

@@ -9,6 +9,7 @@
 //! [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
 
 pub mod ca;
+pub mod cli_docs;
 pub mod config;
 pub mod db;
 pub mod dev_pki;

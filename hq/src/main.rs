@@ -169,8 +169,9 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli: Cli = hq_ingest::cli_docs::parse();
     let command = match (cli.command, cli.config) {
         (Some(command), None) => command,
         (None, Some(file)) => return run_service(&file).await,

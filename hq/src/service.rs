@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// The CA.
     #[error(transparent)]
     Ca(#[from] ca::CaError),
+    /// The database server cannot be reached.
+    #[error("database.url: cannot connect to PostgreSQL: {0}")]
+    Connect(String),
     /// Signal handlers.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -113,10 +116,13 @@ pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
         None
     };
     let pg = database_config(config)?;
-    let (mut client, conn) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(db::DbError::from)?;
+    let (mut client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        use std::error::Error as _;
+        ServiceError::Connect(match e.source() {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })
+    })?;
     let driver = tokio::spawn(conn);
     let applied = db::migrate(&mut client).await?;
     drop(client);
