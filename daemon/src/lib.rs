@@ -23,6 +23,7 @@ pub mod events;
 pub mod intake;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod privacy;
 pub mod retention;
 pub mod rights;
