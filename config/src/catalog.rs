@@ -51,6 +51,20 @@ pub enum Transfer {
     Plain,
 }
 
+impl Transfer {
+    /// Whether a value sent as `self` can reveal more of an item than that item's own rule
+    /// `inner` allows. Dropping reveals nothing, a keyed digest reveals nothing that can be
+    /// read back, `plain` allows anything; any other pair (encrypting what is only masked,
+    /// masking what is encrypted) counts as revealing more.
+    pub fn exposes_more_than(self, inner: Transfer) -> bool {
+        let within = self == Transfer::Drop
+            || inner == Transfer::Plain
+            || self == inner
+            || (self == Transfer::KeyedDigest && inner != Transfer::Drop);
+        !within
+    }
+}
+
 /// Where data may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,6 +156,11 @@ pub struct ItemDecl {
     /// Destinations that need their own separate consent to the transfer.
     #[serde(default)]
     pub transfer_consent: Vec<Destination>,
+    /// Other items whose values this item's value carries inside it (a certificate carries
+    /// the holder's name in its subject). Such an item may not leave in a weaker form than
+    /// any item it contains: the catalog refuses it.
+    #[serde(default)]
+    pub contains: Vec<String>,
     pub retention: LocalRetention,
 }
 
@@ -345,6 +364,32 @@ impl Catalog {
             }
         }
         for (name, item) in &self.items {
+            for (dest, rule) in &item.transfer {
+                for inner in &item.contains {
+                    let Some(inner_decl) = self.items.get(inner) else {
+                        push(
+                            format!("items.{name}.contains"),
+                            format!("names item {inner:?} that is not declared"),
+                            "declare it under [items] or remove it",
+                        );
+                        continue;
+                    };
+                    let inner_rule = inner_decl
+                        .transfer
+                        .get(dest)
+                        .copied()
+                        .unwrap_or(Transfer::Drop);
+                    if rule.exposes_more_than(inner_rule) {
+                        push(
+                            format!("items.{name}.transfer"),
+                            format!(
+                                "sends {name:?} to {dest:?} as {rule:?} but it carries {inner:?}, which goes there only as {inner_rule:?}"
+                            ),
+                            "send the item as \"encrypt\", \"keyed_digest\" or \"drop\"",
+                        );
+                    }
+                }
+            }
             if item.sensitivity == Sensitivity::Biometric
                 && item
                     .transfer
@@ -593,6 +638,38 @@ mod tests {
             err.to_string().contains("items.fingerprint.transfer"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn certificate_leaks_the_holders_name_in_clear_is_refused() {
+        // The certificate's subject carries the holder's name (CN), which goes to HQ only
+        // encrypted: sending the certificate `plain` would carry the name in clear.
+        let text = DEFAULT_CATALOG.replace(
+            "contains = [\"name\"]\ntransfer = { hq = \"encrypt\" }",
+            "contains = [\"name\"]\ntransfer = { hq = \"plain\" }",
+        );
+        assert_ne!(text, DEFAULT_CATALOG);
+        let err = Catalog::parse(&text, None).unwrap_err().to_string();
+        assert!(err.contains("items.certificate.transfer"), "{err}");
+        assert!(err.contains("\"name\""), "{err}");
+        // ... and the shipped catalog sends it in a form that keeps the name sealed.
+        let c = Catalog::embedded();
+        let cert = c.transfer("certificate", Destination::Hq);
+        assert!(!cert.exposes_more_than(c.transfer("name", Destination::Hq)));
+    }
+
+    #[test]
+    fn transfer_exposure_order() {
+        use Transfer::*;
+        assert!(Plain.exposes_more_than(Encrypt));
+        assert!(Mask.exposes_more_than(Encrypt));
+        assert!(Encrypt.exposes_more_than(Mask));
+        assert!(Encrypt.exposes_more_than(KeyedDigest));
+        assert!(KeyedDigest.exposes_more_than(Drop));
+        assert!(!Encrypt.exposes_more_than(Encrypt));
+        assert!(!KeyedDigest.exposes_more_than(Encrypt));
+        assert!(!Drop.exposes_more_than(Drop));
+        assert!(!Plain.exposes_more_than(Plain));
     }
 
     #[test]

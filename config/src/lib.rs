@@ -6,6 +6,7 @@
 //! Unknown keys are errors, never silently ignored.
 
 pub mod catalog;
+mod mode;
 mod model;
 mod secret;
 mod validate;
@@ -14,8 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{Catalog, CatalogError, Destination, Sensitivity, Transfer};
+pub use mode::{DemoFeature, demo_features};
 pub use model::*;
-pub use secret::ConfigSecret;
+pub use secret::{ConfigSecret, SecretError, SecretSource, credential_path, read_private};
 pub use validate::{SUPPORTED_BAUDS, parse_usb_id};
 
 /// One thing wrong with a configuration file.
@@ -191,7 +193,8 @@ pub fn load(opts: LoadOptions<'_>) -> Result<LoadedConfig, ConfigError> {
         config.kiosk.data_dir = base.join(&config.kiosk.data_dir);
     }
     config.kiosk.data_dir = absolute(&config.kiosk.data_dir);
-    let problems = validate::validate(&config, opts.file, &text);
+    let mut problems = load_secrets(&mut config, opts.file, &text);
+    problems.extend(validate::validate(&config, opts.file, &text));
     if problems.is_empty() {
         Ok(LoadedConfig {
             config,
@@ -200,6 +203,54 @@ pub fn load(opts: LoadOptions<'_>) -> Result<LoadedConfig, ConfigError> {
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+impl Config {
+    /// Every secret of the configuration with its dotted key.
+    pub fn secrets_mut(&mut self) -> [(&'static str, &mut ConfigSecret); 6] {
+        [
+            ("token.soft_secret", &mut self.token.soft_secret),
+            ("token.device_pin", &mut self.token.device_pin),
+            ("token.device_so_pin", &mut self.token.device_so_pin),
+            ("ukey.soft_secret", &mut self.ukey.soft_secret),
+            ("ukey.factory_so_pin", &mut self.ukey.factory_so_pin),
+            ("staff.demo_pin", &mut self.staff.demo_pin),
+        ]
+    }
+}
+
+/// Read every secret given as a file or a systemd credential.
+fn load_secrets(config: &mut Config, file: Option<&Path>, text: &str) -> Vec<Problem> {
+    let data_dir = config.kiosk.data_dir.clone();
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            data_dir.join(p)
+        }
+    };
+    let mut problems = Vec::new();
+    for (key, secret) in config.secrets_mut() {
+        if let Err(e) = secret.load(resolve) {
+            let fix = match &e {
+                SecretError::Permissive { .. } => {
+                    "chmod 600 the file and chown it to the kioskd user".to_string()
+                }
+                SecretError::NoCredentialsDirectory(name) => format!(
+                    "add LoadCredential={name}:/path/of/the/secret to kioskd.service (or give {{ file = \"/path\" }})"
+                ),
+                _ => "correct the path, or put the secret into the file".to_string(),
+            };
+            problems.push(Problem {
+                file: file.map(Path::to_path_buf),
+                line: validate::locate_key(text, key),
+                key: key.to_string(),
+                message: e.to_string(),
+                fix,
+            });
+        }
+    }
+    problems
 }
 
 fn absolute(p: &Path) -> PathBuf {

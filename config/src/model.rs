@@ -28,10 +28,25 @@ pub struct Config {
     pub privacy: PrivacySection,
 }
 
+/// Whether this kiosk runs as a demonstration or serves real applicants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KioskMode {
+    /// The embedded defaults are allowed (soft token, built-in secrets, simulated devices,
+    /// stand-in verifiers, local HQ, demo staff CA); each is announced in the log at start.
+    #[default]
+    Demo,
+    /// Every demo stand-in is refused by `kioskd check-config` and at start-up; secrets come
+    /// from files readable only by the service or from systemd credentials.
+    Production,
+}
+
 /// Identity of this kiosk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KioskSection {
+    /// `demo` (the default) or `production`.
+    pub mode: KioskMode,
     /// Stable identifier of the kiosk (matches the CN of its client certificate at HQ).
     pub id: String,
     /// Branch office the kiosk stands in.
@@ -44,6 +59,7 @@ pub struct KioskSection {
 impl Default for KioskSection {
     fn default() -> Self {
         Self {
+            mode: KioskMode::Demo,
             id: "kiosk-demo-0001".into(),
             branch: "demo-branch".into(),
             data_dir: PathBuf::from("kioskd-data"),
@@ -469,19 +485,34 @@ pub struct VerifiersSection {
     pub biometric_compare: VerifierEndpoint,
 }
 
+/// The demo staff CA's certificate policy, under the enterprise number IANA reserves for
+/// documentation (32473, RFC 5612): for demonstrations only. Production sets the policy OID
+/// of its own staff CA.
+pub const STAFF_POLICY_OID: &str = "1.3.6.1.4.1.32473.13.1";
+
 /// Staff authentication: a staff UKEY holding a certificate from the staff CA,
 /// plus its PIN (two factors).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StaffSection {
     /// CA certificate (PEM) that issues staff certificates. Absent: kioskd
-    /// creates a demo staff CA and one demo staff token (embedded defaults only).
+    /// creates a demo staff CA and one demo staff token (demo mode only).
     pub ca_cert: Option<PathBuf>,
+    /// The staff CA's certificate revocation list (PEM or DER), re-read at every login.
+    /// When set, a staff certificate listed in it, or a CRL that is not signed by the staff
+    /// CA or is past its nextUpdate, refuses the login.
+    pub crl: Option<PathBuf>,
+    /// Certificate policy OID a staff certificate must carry (besides the clientAuth EKU);
+    /// the default is the demo staff CA's example OID, refused in production.
+    pub policy_oid: String,
     /// Label of the key (and its certificate) on a staff UKEY.
     pub key_label: String,
     /// A staff session ends after this many seconds without a request.
     pub session_idle_secs: u64,
-    /// Failed logins allowed per `lockout_secs` before logins pause.
+    /// A staff session ends this many seconds after login, however busy.
+    pub session_max_secs: u64,
+    /// Failed logins on one staff token before logins on that token pause for
+    /// `lockout_secs` (counted per token serial in the store, so a restart keeps them).
     pub max_failures: u32,
     pub lockout_secs: u64,
     /// Label and PIN of the demo staff token created with the demo CA.
@@ -493,8 +524,11 @@ impl Default for StaffSection {
     fn default() -> Self {
         Self {
             ca_cert: None,
+            crl: None,
+            policy_oid: STAFF_POLICY_OID.into(),
             key_label: "staff-key".into(),
             session_idle_secs: 600,
+            session_max_secs: 8 * 3600,
             max_failures: 5,
             lockout_secs: 300,
             demo_token: "staff-demo".into(),

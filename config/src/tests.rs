@@ -217,3 +217,150 @@ fn relative_data_dir_in_a_file_is_relative_to_the_file() {
     .unwrap();
     assert_eq!(loaded.data_dir(), dir.path().join("state"));
 }
+
+/// Threat: a kiosk put into service on the published demo defaults (soft token, built-in
+/// secrets, demo staff CA, simulated devices, stand-ins, local HQ). Production mode refuses
+/// every one of them at once, each with its key and fix.
+#[test]
+fn production_mode_refuses_every_demo_default_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_text("[kiosk]\nmode = \"production\"\n", dir.path()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else {
+        panic!("expected Invalid");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "token.provider",
+        "ukey.provider",
+        "token.soft_secret",
+        "token.device_pin",
+        "token.device_so_pin",
+        "ukey.soft_secret",
+        "ukey.factory_so_pin",
+        "staff.ca_cert",
+        "staff.policy_oid",
+        "staff.demo_pin",
+        "devices.idcard.mode",
+        "devices.fingerprint.mode",
+        "devices.camera.mode",
+        "verifiers.carrier_3factor.url",
+        "hq.mode",
+        "ca.url",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+    for p in &problems {
+        assert!(p.file.is_some() && !p.fix.is_empty(), "{p}");
+    }
+    // The same file in demo mode is the defaults, announced rather than refused.
+    let loaded = load_text("[kiosk]\nmode = \"demo\"\n", dir.path()).unwrap();
+    assert_eq!(demo_features(&loaded.config).len(), problems.len());
+}
+
+fn private_file(dir: &Path, name: &str, value: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, value).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Threat: production secrets written into the TOML (readable by whoever reads the config,
+/// printed by tools) or left in world-readable files. They come from private files or systemd
+/// credentials only.
+#[test]
+fn production_secrets_come_from_private_files_or_credentials_never_the_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = private_file(dir.path(), "module.so", "", 0o644);
+    let staff_ca = private_file(dir.path(), "staff-ca.pem", "", 0o644);
+    let pin = private_file(dir.path(), "device.pin", "246810\n", 0o600);
+    let loose = private_file(dir.path(), "loose.pin", "12345678", 0o644);
+    let base = format!(
+        r#"
+[kiosk]
+mode = "production"
+[devices.idcard]
+mode = "serial"
+port = "/dev/ttyUSB0"
+[devices.fingerprint]
+mode = "serial"
+port = "/dev/ttyUSB1"
+[devices.camera]
+mode = "v4l2"
+device = "/dev/video0"
+[verifiers.carrier_3factor]
+url = "https://carrier.example"
+[hq]
+mode = "remote"
+url = "https://hq.example"
+ca_cert = "{m}"
+client_cert = "{m}"
+record_key = "{m}"
+[ca]
+url = "https://ca.example"
+[staff]
+ca_cert = "{ca}"
+policy_oid = "1.2.3.4.5"
+[ukey]
+provider = "pkcs11"
+module = "{m}"
+"#,
+        m = module.display(),
+        ca = staff_ca.display()
+    );
+    // Secrets inline in the TOML: refused, with the file/credential fix.
+    let inline = format!(
+        "{base}factory_so_pin = \"87654321\"\n[token]\nprovider = \"pkcs11\"\nmodule = \"{}\"\ndevice_pin = \"246810\"\n",
+        module.display()
+    );
+    let ConfigError::Invalid(problems) = load_text(&inline, dir.path()).unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["token.device_pin", "ukey.factory_so_pin"],
+        "{problems:?}"
+    );
+    assert!(
+        problems[0]
+            .message
+            .contains("written in the configuration file")
+    );
+    assert!(problems[0].fix.contains("LoadCredential="));
+    // A world-readable secret file is refused too.
+    let permissive = format!(
+        "{base}factory_so_pin = {{ file = \"{}\" }}\n[token]\nprovider = \"pkcs11\"\nmodule = \"{}\"\ndevice_pin = {{ file = \"{}\" }}\n",
+        loose.display(),
+        module.display(),
+        pin.display()
+    );
+    let ConfigError::Invalid(problems) = load_text(&permissive, dir.path()).unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "ukey.factory_so_pin");
+    assert!(problems[0].fix.contains("chmod 600"));
+    // From a private file and a systemd credential: accepted, values read, never printed.
+    let creds = tempfile::tempdir().unwrap();
+    private_file(creds.path(), "factory-so-pin", "87654321", 0o400);
+    // SAFETY: set before any thread of this test reads the environment; only this test
+    // uses CREDENTIALS_DIRECTORY.
+    unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", creds.path()) };
+    let good = format!(
+        "{base}factory_so_pin = {{ credential = \"factory-so-pin\" }}\n[token]\nprovider = \"pkcs11\"\nmodule = \"{}\"\ndevice_pin = {{ file = \"{}\" }}\n",
+        module.display(),
+        pin.display()
+    );
+    let loaded = load_text(&good, dir.path()).unwrap();
+    assert_eq!(loaded.config.token.device_pin.expose(), "246810");
+    assert_eq!(loaded.config.ukey.factory_so_pin.expose(), "87654321");
+    let shown = loaded.effective_toml();
+    assert!(
+        !shown.contains("246810") && !shown.contains("87654321"),
+        "{shown}"
+    );
+    assert!(shown.contains("factory-so-pin"), "{shown}");
+    // The effective configuration parses again.
+    parse(&shown, None).unwrap();
+}

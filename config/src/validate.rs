@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{CameraMode, Config, HqMode, Problem, SerialDeviceSection, SerialMode, TokenProvider};
+use crate::{
+    CameraMode, Config, HqMode, KioskMode, Problem, SerialDeviceSection, SerialMode, TokenProvider,
+};
 
 /// Baud rates the SAM and EF01 modules support.
 pub const SUPPORTED_BAUDS: [u32; 5] = [9600, 19200, 38400, 57600, 115200];
@@ -45,6 +47,23 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     if let Some(ca) = &config.staff.ca_cert {
         require_file(config, "staff.ca_cert", ca, &mut c);
     }
+    if let Some(crl) = &config.staff.crl {
+        require_file(config, "staff.crl", crl, &mut c);
+    }
+    if !is_dotted_oid(&config.staff.policy_oid) {
+        c.push(
+            "staff.policy_oid",
+            format!("{:?} is not a dotted OID", config.staff.policy_oid),
+            "write the staff certificate policy as digits and dots, e.g. 1.2.156.xxx",
+        );
+    }
+    if config.staff.session_max_secs == 0 {
+        c.push(
+            "staff.session_max_secs",
+            "must be greater than 0",
+            "set an absolute lifetime such as 28800 (one shift)",
+        );
+    }
     if config.staff.max_failures == 0 {
         c.push(
             "staff.max_failures",
@@ -85,7 +104,39 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
             require_file(config, "privacy.catalog", catalog, &mut c);
         }
     }
+    check_production(config, &mut c);
     c.problems
+}
+
+/// In production mode every demo stand-in is a problem (all of them, not the first).
+fn check_production(config: &Config, c: &mut Collector<'_>) {
+    if config.kiosk.mode != KioskMode::Production {
+        return;
+    }
+    for f in crate::demo_features(config) {
+        c.push(
+            &f.key,
+            format!("not allowed in production mode: {}", f.what),
+            f.fix,
+        );
+    }
+    if let Some(path) = &config.token.device_pin_file
+        && let Err(e) = crate::read_private(&config.resolve(path))
+    {
+        c.push(
+            "token.device_pin_file",
+            e.to_string(),
+            "put the PIN in a file of mode 0600 owned by the kioskd user (or use a systemd credential)",
+        );
+    }
+}
+
+fn is_dotted_oid(s: &str) -> bool {
+    let arcs: Vec<&str> = s.split('.').collect();
+    arcs.len() >= 2
+        && arcs
+            .iter()
+            .all(|a| !a.is_empty() && a.chars().all(|ch| ch.is_ascii_digit()))
 }
 
 fn check_kiosk(config: &Config, c: &mut Collector<'_>) {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use hsm::{KeyAlgorithm, Pin};
-use kiosk_config::{EnvelopeSuite, TokenProvider};
+use kiosk_config::{EnvelopeSuite, KioskMode, TokenProvider};
 use records::signing::RecordSigner;
 
 use crate::api::{self, AppState};
@@ -55,6 +55,15 @@ pub enum AppError {
     Verify(#[from] crate::verify::VerifyError),
     #[error("starting the stand-in verification services: {0}")]
     StandIn(std::io::Error),
+    #[error(
+        "{addr} (from {origin}) is not a loopback address; bind the local API to 127.0.0.1 or [::1]: it must not be reachable from the network"
+    )]
+    NotLoopback {
+        addr: SocketAddr,
+        origin: &'static str,
+    },
+    #[error("production mode refuses demo stand-ins:\n{0}")]
+    Production(String),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -66,6 +75,16 @@ pub struct RunOptions {
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(loaded: LoadedConfig, opts: RunOptions) -> Result<(), AppError> {
+    // The file's `api.listen` is validated with the config; the override is checked here,
+    // before anything starts, so that neither way can put the API on the network.
+    if let Some(addr) = opts.api_addr
+        && !addr.ip().is_loopback()
+    {
+        return Err(AppError::NotLoopback {
+            addr,
+            origin: "KIOSKD_API_ADDR / --api-addr",
+        });
+    }
     let shutdown = CancellationToken::new();
     let signals = spawn_signal_listener(shutdown.clone())?;
     let result = serve(loaded, opts, shutdown).await;
@@ -80,6 +99,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let started = Instant::now();
+    check_mode(&loaded)?;
     let config = Arc::new(loaded.config.clone());
     let store_path = loaded.resolve(&config.store.path);
     let store = {
@@ -119,6 +139,7 @@ pub async fn serve(
     } else {
         (ukeys, None)
     };
+    let staff = Arc::new(open_staff(&loaded, provider.clone(), &store, &keys).await?);
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -129,7 +150,7 @@ pub async fn serve(
             config.api.session_idle_secs,
         ))),
         devices,
-        staff: Arc::new(open_staff(&loaded, provider.clone()).await?),
+        staff,
         memory: Arc::new(crate::session::SessionMemory::default()),
         ukeys,
         events: crate::events::Events::default(),
@@ -139,7 +160,7 @@ pub async fn serve(
         ca: Arc::new(crate::ca_client::CaLink::with_config(config.ca.clone())),
         ukey_sim,
     };
-    let app = api::router(state.clone());
+    let app = without_simulators_in_production(api::router(state.clone()), &config);
     let tracker = TaskTracker::new();
 
     let listen = opts.api_addr.or(config.api.listen);
@@ -178,6 +199,7 @@ pub async fn serve(
         );
     }
     tracker.spawn(systemd::watchdog(shutdown.clone()));
+    tracker.spawn(state.staff.clone().watch_tokens(shutdown.clone()));
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
     start_sync(&loaded, &state, &tracker, shutdown.clone());
 
@@ -215,6 +237,12 @@ async fn open_device_keys(
 ) -> Result<KioskKeys, AppError> {
     let section = &loaded.config.token;
     let pin = match &section.device_pin_file {
+        Some(path) if loaded.config.kiosk.mode == KioskMode::Production => {
+            let path = loaded.resolve(path);
+            let text = kiosk_config::read_private(&path)
+                .map_err(|e| AppError::Production(format!("token.device_pin_file: {e}")))?;
+            Pin::new(text.trim().to_string())
+        }
         Some(path) => {
             let path = loaded.resolve(path);
             let text = zeroize::Zeroizing::new(
@@ -363,11 +391,13 @@ fn open_ukey_provider(
     )?)
 }
 
-/// Staff authentication against the configured staff CA, or the demo CA and
-/// token of the embedded defaults.
+/// Staff authentication against the configured staff CA (and its CRL), or the demo CA and
+/// token of demo mode. The device token is reserved: staff login never opens it.
 async fn open_staff(
     loaded: &LoadedConfig,
     provider: Arc<dyn hsm::TokenProvider>,
+    store: &Store,
+    keys: &KioskKeys,
 ) -> Result<crate::staff::StaffAuth, AppError> {
     let section = &loaded.config.staff;
     let ca_der = match &section.ca_cert {
@@ -377,12 +407,76 @@ async fn open_staff(
                 .map_err(|source| AppError::PinFile { path, source })?;
             crate::staff::rustls_pem_to_der(&pem)?
         }
+        None if loaded.config.kiosk.mode == KioskMode::Production => {
+            return Err(AppError::Production(
+                "staff.ca_cert: no staff CA configured".into(),
+            ));
+        }
         None => {
             crate::staff::demo_setup(&provider, &loaded.data_dir().join("demo-staff"), section)
                 .await?
         }
     };
-    Ok(crate::staff::StaffAuth::new(provider, ca_der, section))
+    let device = keys.signer.token().info().await?;
+    let reserved = crate::staff::ReservedTokens {
+        labels: vec![loaded.config.token.device_token.clone()],
+        serials: vec![device.serial],
+    };
+    let policy = crate::staff::StaffPolicy {
+        ca_der,
+        crl: section.crl.as_deref().map(|p| loaded.resolve(p)),
+        policy_oid: section.policy_oid.clone(),
+    };
+    Ok(crate::staff::StaffAuth::new(
+        provider,
+        policy,
+        reserved,
+        store.clone(),
+        section,
+    ))
+}
+
+/// Production mode starts only without demo stand-ins (the configuration's validation
+/// already refused them; this guards callers that build a configuration themselves). In demo
+/// mode each stand-in is announced in the log, once.
+fn check_mode(loaded: &LoadedConfig) -> Result<(), AppError> {
+    let features = kiosk_config::demo_features(&loaded.config);
+    if loaded.config.kiosk.mode == KioskMode::Production {
+        if features.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = features
+            .iter()
+            .map(|f| format!("{}: {} (fix: {})", f.key, f.what, f.fix))
+            .collect();
+        return Err(AppError::Production(lines.join("\n")));
+    }
+    for f in &features {
+        tracing::warn!(key = %f.key, "DEMO mode: {} (production: {})", f.what, f.fix);
+    }
+    Ok(())
+}
+
+/// In production mode the simulator routes (`/v1/sim/...`) do not exist.
+fn without_simulators_in_production(
+    app: axum::Router,
+    config: &kiosk_config::Config,
+) -> axum::Router {
+    if config.kiosk.mode != KioskMode::Production {
+        return app;
+    }
+    app.layer(axum::middleware::from_fn(refuse_simulator_routes))
+}
+
+async fn refuse_simulator_routes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().path().starts_with("/v1/sim/") || request.uri().path() == "/v1/sim" {
+        return crate::api::ApiError::not_found("no simulator in production mode").into_response();
+    }
+    next.run(request).await
 }
 
 fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
@@ -542,4 +636,41 @@ pub fn default_data_dir() -> Option<PathBuf> {
         let s = s.to_string_lossy().into_owned();
         PathBuf::from(s.split(':').next().unwrap_or_default())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn status_of(app: axum::Router, path: &str) -> u16 {
+        let request = axum::http::Request::post(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.oneshot(request).await.unwrap().status().as_u16()
+    }
+
+    /// Finding 4: the simulator routes (insert a UKEY, present a card, place a finger) must
+    /// not exist on a kiosk in production mode.
+    #[tokio::test]
+    async fn simulator_routes_do_not_exist_in_production_mode() {
+        let app = || {
+            axum::Router::new()
+                .route("/v1/sim/ukey", axum::routing::post(|| async { "inserted" }))
+                .route("/v1/health", axum::routing::post(|| async { "ok" }))
+        };
+        let mut config = kiosk_config::Config::default();
+        assert_eq!(
+            status_of(
+                without_simulators_in_production(app(), &config),
+                "/v1/sim/ukey"
+            )
+            .await,
+            200
+        );
+        config.kiosk.mode = KioskMode::Production;
+        let production = without_simulators_in_production(app(), &config);
+        assert_eq!(status_of(production.clone(), "/v1/sim/ukey").await, 404);
+        assert_eq!(status_of(production, "/v1/health").await, 200);
+    }
 }

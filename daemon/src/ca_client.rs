@@ -8,6 +8,15 @@
 //! calls [`CaLink::connect`] (the local HQ starts asynchronously), and replaced when the local
 //! HQ restarts.
 //!
+//! HQ's CA checks each request against its issuance policy: an enrollment names the kiosk
+//! service and the holder (their keyed digest, whose first 16 bytes are the subject's
+//! `serialNumber`) and the application (session) it is for; a revoke, hold or release names
+//! the holder too, which HQ compares with the one the certificate was issued for, so a kiosk
+//! can act only for a holder it has verified. These go in headers ([`Holder`]).
+//!
+//! Answers are read up to [`MAX_ANSWER_BYTES`]; a larger one is
+//! [`CaError::AnswerTooLarge`].
+//!
 //! Every call has a deadline (`[ca] timeout_ms`) and is retried a bounded number of times while
 //! the CA is unreachable or failing (5xx). Retrying is safe: the CA answers a repeated request
 //! with the certificate already issued for it, and status changes are idempotent. Logs carry
@@ -32,7 +41,44 @@ const ATTEMPTS: u32 = 3;
 /// Pause before the first retry (doubled each time).
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Largest answer read from the CA.
-const MAX_ANSWER_BYTES: usize = 256 * 1024;
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Header naming the service of an enrollment (HQ's issuance profile).
+const SERVICE_HEADER: &str = "kioskd-service";
+/// Header carrying the holder's keyed digest (hex).
+const HOLDER_HEADER: &str = "kioskd-holder";
+/// Header carrying the application (session) id of an enrollment.
+const APPLICATION_HEADER: &str = "kioskd-application";
+
+/// Whom a CA call is for: the holder verified at this kiosk (their keyed digest) and, for an
+/// enrollment, the service and application it is part of.
+#[derive(Clone, Copy)]
+pub struct Holder<'a> {
+    /// The holder's keyed digest.
+    pub digest: &'a [u8; 32],
+    /// The kiosk service (`cert_application`, ...); HQ picks the issuance profile by it.
+    pub service: &'a str,
+    /// The application (session) id, recorded with the certificate at HQ.
+    pub application: &'a str,
+}
+
+impl std::fmt::Debug for Holder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Holder<'_> {
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (HOLDER_HEADER, hex::encode(self.digest)),
+            (SERVICE_HEADER, self.service.to_owned()),
+            (APPLICATION_HEADER, self.application.to_owned()),
+        ]
+    }
+}
 
 const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 const SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
@@ -67,6 +113,12 @@ pub enum CaError {
     /// The CA's answer is not what the protocol says (or the link is misconfigured).
     #[error("CA protocol error: {0}")]
     Protocol(String),
+    /// The CA's answer is larger than the kiosk reads.
+    #[error("the CA's answer is larger than {limit} bytes")]
+    AnswerTooLarge {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl CaError {
@@ -81,6 +133,7 @@ impl CaError {
             CaError::Unavailable(_) => "ca_unavailable",
             CaError::Refused { .. } => "ca_refused",
             CaError::Protocol(_) => "ca_protocol_error",
+            CaError::AnswerTooLarge { .. } => "ca_answer_too_large",
         }
     }
 }
@@ -158,6 +211,7 @@ impl CaClient {
         method: &hyper::Method,
         path: &str,
         content_type: &str,
+        headers: &[(&'static str, String)],
         body: &[u8],
     ) -> Result<Answer, CaError> {
         let tcp = tokio::net::TcpStream::connect(&self.address)
@@ -174,20 +228,41 @@ impl CaClient {
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.address.as_str())
-            .header(hyper::header::CONTENT_TYPE, content_type)
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request
             .body(Full::new(Bytes::copy_from_slice(body)))
             .map_err(protocol)?;
         let result = async {
             let response = sender.send_request(request).await.map_err(unavailable)?;
             let status = response.status().as_u16();
+            let too_large = CaError::AnswerTooLarge {
+                limit: MAX_ANSWER_BYTES,
+            };
+            if response
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+            {
+                return Err(too_large);
+            }
             let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        too_large
+                    } else {
+                        unavailable(e)
+                    }
+                })?
                 .to_bytes()
                 .to_vec();
             Ok(Answer { status, body })
@@ -204,6 +279,7 @@ impl CaClient {
         method: hyper::Method,
         path: &str,
         content_type: &str,
+        headers: &[(&'static str, String)],
         body: &[u8],
     ) -> Result<Vec<u8>, CaError> {
         let mut pause = RETRY_PAUSE;
@@ -211,7 +287,7 @@ impl CaClient {
         loop {
             let result = tokio::time::timeout(
                 self.timeout,
-                self.round_trip_once(&method, path, content_type, body),
+                self.round_trip_once(&method, path, content_type, headers, body),
             )
             .await
             .unwrap_or_else(|_| Err(CaError::Unavailable("no answer in time".into())))
@@ -236,7 +312,7 @@ impl CaClient {
         self.chain
             .get_or_try_init(|| async {
                 let body = self
-                    .call(hyper::Method::GET, "/.well-known/est/cacerts", "", &[])
+                    .call(hyper::Method::GET, "/.well-known/est/cacerts", "", &[], &[])
                     .await?;
                 let certs = certs_from_pkcs7(&body)?;
                 if certs.is_empty() {
@@ -248,7 +324,12 @@ impl CaClient {
             .cloned()
     }
 
-    async fn est(&self, operation: &str, csr_der: &[u8]) -> Result<IssuedCertificate, CaError> {
+    async fn est(
+        &self,
+        operation: &str,
+        csr_der: &[u8],
+        holder: &Holder<'_>,
+    ) -> Result<IssuedCertificate, CaError> {
         let (_, csr) = X509CertificationRequest::from_der(csr_der)
             .map_err(|e| protocol(format!("not a PKCS#10 request: {e}")))?;
         let requested_key = csr.certification_request_info.subject_pki.raw;
@@ -258,6 +339,7 @@ impl CaClient {
                 hyper::Method::POST,
                 &format!("/.well-known/est/{operation}"),
                 "application/pkcs10",
+                &holder.headers(),
                 BASE64.encode(csr_der).as_bytes(),
             )
             .await?;
@@ -273,23 +355,39 @@ impl CaClient {
         Ok(issued)
     }
 
-    /// EST `simpleenroll`: a certificate for the key of `csr_der` (PKCS#10 DER).
-    pub async fn enroll(&self, csr_der: &[u8]) -> Result<IssuedCertificate, CaError> {
-        self.est("simpleenroll", csr_der).await
+    /// EST `simpleenroll`: a certificate for the key of `csr_der` (PKCS#10 DER) for
+    /// `holder` (the subject's `serialNumber` must be theirs).
+    pub async fn enroll(
+        &self,
+        csr_der: &[u8],
+        holder: &Holder<'_>,
+    ) -> Result<IssuedCertificate, CaError> {
+        self.est("simpleenroll", csr_der, holder).await
     }
 
-    /// EST `simplereenroll` (renewal or key update): the subject must hold a current
+    /// EST `simplereenroll` (renewal or key update): the holder must hold a current
     /// certificate from this CA; the old one stays valid until revoked.
-    pub async fn reenroll(&self, csr_der: &[u8]) -> Result<IssuedCertificate, CaError> {
-        self.est("simplereenroll", csr_der).await
+    pub async fn reenroll(
+        &self,
+        csr_der: &[u8],
+        holder: &Holder<'_>,
+    ) -> Result<IssuedCertificate, CaError> {
+        self.est("simplereenroll", csr_der, holder).await
     }
 
-    async fn change(&self, serial_hex: &str, operation: &str, body: &[u8]) -> Result<(), CaError> {
+    async fn change(
+        &self,
+        serial_hex: &str,
+        operation: &str,
+        holder: &Holder<'_>,
+        body: &[u8],
+    ) -> Result<(), CaError> {
         let serial = checked_serial(serial_hex)?;
         self.call(
             hyper::Method::POST,
             &format!("/ca/v1/certificates/{serial}/{operation}"),
             "application/json",
+            &holder.headers(),
             body,
         )
         .await?;
@@ -298,21 +396,27 @@ impl CaClient {
     }
 
     /// Revoke (final) for an RFC 5280 reason: `keyCompromise`, `superseded`,
-    /// `cessationOfOperation`, `affiliationChanged` or `unspecified`.
-    pub async fn revoke(&self, serial_hex: &str, reason: &str) -> Result<(), CaError> {
+    /// `cessationOfOperation`, `affiliationChanged` or `unspecified`. `holder` is the
+    /// certificate's holder, verified at this kiosk.
+    pub async fn revoke(
+        &self,
+        serial_hex: &str,
+        reason: &str,
+        holder: &Holder<'_>,
+    ) -> Result<(), CaError> {
         let body =
             serde_json::to_vec(&serde_json::json!({ "reason": reason })).map_err(protocol)?;
-        self.change(serial_hex, "revoke", &body).await
+        self.change(serial_hex, "revoke", holder, &body).await
     }
 
-    /// Suspend (certificate hold).
-    pub async fn hold(&self, serial_hex: &str) -> Result<(), CaError> {
-        self.change(serial_hex, "hold", b"").await
+    /// Suspend (certificate hold) the holder's certificate.
+    pub async fn hold(&self, serial_hex: &str, holder: &Holder<'_>) -> Result<(), CaError> {
+        self.change(serial_hex, "hold", holder, b"").await
     }
 
-    /// Resume a held certificate.
-    pub async fn release(&self, serial_hex: &str) -> Result<(), CaError> {
-        self.change(serial_hex, "release", b"").await
+    /// Resume the holder's held certificate.
+    pub async fn release(&self, serial_hex: &str, holder: &Holder<'_>) -> Result<(), CaError> {
+        self.change(serial_hex, "release", holder, b"").await
     }
 
     /// The certificate's status at the CA.
@@ -323,6 +427,7 @@ impl CaClient {
                 hyper::Method::GET,
                 &format!("/ca/v1/certificates/{serial}"),
                 "",
+                &[],
                 &[],
             )
             .await?;

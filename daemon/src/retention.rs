@@ -8,6 +8,7 @@
 use rusqlite::{Connection, params};
 
 use crate::audit::Actor;
+use crate::store::Store;
 use crate::store::subjects::{SubjectError, Subjects};
 
 /// What a sweep did.
@@ -34,6 +35,9 @@ pub fn sweep(conn: &mut Connection, at_ms: i64) -> Result<SweepReport, SubjectEr
             report.purged_subjects += 1;
         }
         tx.commit()?;
+    }
+    if report.purged_subjects > 0 {
+        Store::scrub_wal(conn)?;
     }
     Ok(report)
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Why a session request fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +94,8 @@ impl Sessions {
             return Err(SessionError::NotFound);
         }
         let token = token.ok_or(SessionError::Unauthorized)?;
-        if digest(token) != s.token_digest {
+        // Constant-time: a timing difference must not reveal how much of a guess matched.
+        if !bool::from(digest(token).ct_eq(&s.token_digest)) {
             return Err(SessionError::Unauthorized);
         }
         s.last_seen = Instant::now();

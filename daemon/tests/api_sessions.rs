@@ -219,3 +219,63 @@ fn the_openapi_document_is_served_and_covers_every_route() {
     }
     k.stop();
 }
+
+/// A page served by another program on another loopback port is another origin: it must not
+/// be able to drive the kiosk's API from the kiosk browser (the port used to be ignored).
+#[test]
+fn a_page_on_another_local_port_cannot_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kioskd::start(dir.path(), "");
+    let agent = Kioskd::agent();
+    let port: u16 = k.base.rsplit(':').next().unwrap().parse().unwrap();
+    let other = format!("http://127.0.0.1:{}", port.wrapping_add(1).max(1));
+    let resp = agent
+        .post(&format!("{}/v1/sessions", k.base))
+        .header("Origin", &other)
+        .send_json(json!({"service": "cert_application"}))
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "origin {other} was let through"
+    );
+    let resp = agent
+        .post(&format!("{}/v1/sessions", k.base))
+        .header("Origin", &k.base)
+        .send_json(json!({"service": "cert_application"}))
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    k.stop();
+}
+
+/// `KIOSKD_API_ADDR` must not be a way around the loopback-only rule of `api.listen`.
+#[test]
+fn api_addr_override_off_loopback_is_refused() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::KIOSKD)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("KIOSKD_API_ADDR", "0.0.0.0:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = status.expect("kioskd kept serving on 0.0.0.0");
+    assert!(!status.success());
+    assert!(err.contains("not a loopback address"), "{err}");
+}

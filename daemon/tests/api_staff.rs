@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Kioskd, open_session, session_with_card, staff_login};
+use common::{Kioskd, consent, open_session, session_with_card, staff_login};
 use firmware_interfaces::sim::fixtures;
 use serde_json::json;
 
@@ -146,16 +146,18 @@ fn staff_login_reveal_is_audited_and_needs_the_role() {
 fn failed_staff_logins_are_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
     let k = Kioskd::start(&dir.path().join("data"), "[staff]\nmax_failures = 3\n");
+    // Failures count per staff UKEY (issue 13: a label that names no token touches none and
+    // locks no one out), so the three failures are wrong PINs on the staff UKEY itself.
     for _ in 0..3 {
         assert_eq!(
             k.call(
                 "POST",
                 "/v1/staff/login",
                 None,
-                Some(json!({"token": "nobody", "pin": "1"}))
+                Some(json!({"token": "staff-demo", "pin": "1"}))
             )
             .0,
-            404
+            401
         );
     }
     let (status, body) = k.call(
@@ -190,7 +192,17 @@ fn a_deletion_request_is_filed_by_the_verified_person_and_completed_by_staff() {
         204
     );
 
-    let (sid, token) = session_with_card(&k, "rights_request", 12);
+    // The requester's identity is verified before the request (issue 13): the carrier check,
+    // which the stand-in answers `match` for an ID number ending in an even digit (seed 10).
+    let (sid, token) = session_with_card(&k, "rights_request", 10);
+    consent(&k, &sid, &token, json!(["mobile"]));
+    let (status, body) = k.call(
+        "POST",
+        &format!("/v1/sessions/{sid}/verification"),
+        Some(&token),
+        Some(json!({ "method": "carrier_3factor", "mobile": "13900139000" })),
+    );
+    assert_eq!(status, 200, "{body}");
     let token = token.as_str();
     let path = format!("/v1/sessions/{sid}/rights-requests");
     let (status, filed) = k.call(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hq_ingest::local::LocalHq;
 use hsm::soft::{SoftOptions, SoftProvider};
 use hsm::{KeyAlgorithm, Pin, Token, TokenProvider, UserKind};
-use kioskd::ca_client::{CaClient, CaError, CaLink, CertStatus};
+use kioskd::ca_client::{CaClient, CaError, CaLink, CertStatus, Holder};
 use records::client::tls::ClientKey;
 use zeroize::Zeroizing;
 
@@ -46,6 +46,13 @@ fn pem_der(path: &Path) -> Vec<u8> {
 async fn certificates_from_the_hq_ca_for_token_keys_and_their_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let hq = LocalHq::start(&dir.path().join("hq")).await.unwrap();
+    // Only registered kiosks reach HQ's CA.
+    hq.register_kiosk(
+        hq_ingest::dev_pki::DEMO_KIOSK_ID,
+        &records::SoftSigner::generate_p256().verifier(),
+    )
+    .await
+    .unwrap();
     let link = Arc::new(CaLink::default());
     assert!(
         link.client(Duration::from_millis(20))
@@ -64,14 +71,25 @@ async fn certificates_from_the_hq_ca_for_token_keys_and_their_lifecycle() {
     let ca = link.client(Duration::from_secs(1)).await.unwrap();
     let token = soft_token(&dir.path().join("tokens")).await;
 
-    let subject = "CN=Synthetic Applicant,O=Synthetic Test Org";
+    // The holder as the kiosk names them: keyed digest, service, application.
+    let digest = [0x5a_u8; 32];
+    let holder = Holder {
+        digest: &digest,
+        service: "enterprise_cert_application",
+        application: "session-test-0001",
+    };
+    let subject = format!(
+        "CN=Synthetic Applicant,serialNumber={},O=Synthetic Test Org,C=CN",
+        hex::encode(&digest[..16])
+    );
+    let subject = subject.as_str();
     let mut issued = Vec::new();
     for (label, algorithm) in [("p256", KeyAlgorithm::P256), ("sm2", KeyAlgorithm::Sm2)] {
         let key = token.generate_key_pair(label, algorithm).await.unwrap();
         let csr = hsm::csr::build_csr(token.as_ref(), label, subject)
             .await
             .unwrap();
-        let cert = ca.enroll(&csr.der).await.unwrap();
+        let cert = ca.enroll(&csr.der, &holder).await.unwrap();
         let parsed = hsm::csr::parse_certificate(&cert.der).unwrap();
         assert_eq!(
             parsed.public_key, key.public_key,
@@ -100,18 +118,18 @@ async fn certificates_from_the_hq_ca_for_token_keys_and_their_lifecycle() {
 
     // Suspend, resume, revoke.
     let serial = &issued[0].serial_hex;
-    ca.hold(serial).await.unwrap();
+    ca.hold(serial, &holder).await.unwrap();
     assert_eq!(ca.status(serial).await.unwrap(), CertStatus::Held);
-    ca.release(serial).await.unwrap();
+    ca.release(serial, &holder).await.unwrap();
     assert_eq!(ca.status(serial).await.unwrap(), CertStatus::Good);
-    ca.revoke(serial, "keyCompromise").await.unwrap();
+    ca.revoke(serial, "keyCompromise", &holder).await.unwrap();
     assert_eq!(
         ca.status(serial).await.unwrap(),
         CertStatus::Revoked {
             reason: "keyCompromise".into()
         }
     );
-    match ca.hold(serial).await {
+    match ca.hold(serial, &holder).await {
         Err(CaError::Refused { code, .. }) => assert_eq!(code, "certificate_revoked"),
         other => panic!("hold of a revoked certificate: {other:?}"),
     }
@@ -128,7 +146,7 @@ async fn certificates_from_the_hq_ca_for_token_keys_and_their_lifecycle() {
     let csr = hsm::csr::build_csr(token.as_ref(), "p256-new", subject)
         .await
         .unwrap();
-    let renewed = ca.reenroll(&csr.der).await.unwrap();
+    let renewed = ca.reenroll(&csr.der, &holder).await.unwrap();
     assert!(!issued.iter().any(|c| c.serial_hex == renewed.serial_hex));
 
     // Refusals carry the CA's code and are not retried.
@@ -138,7 +156,7 @@ async fn certificates_from_the_hq_ca_for_token_keys_and_their_lifecycle() {
         .position(|w| w == b"Synthetic")
         .unwrap();
     tampered[at] = b's';
-    let e = ca.enroll(&tampered).await.unwrap_err();
+    let e = ca.enroll(&tampered, &holder).await.unwrap_err();
     assert!(!e.is_retryable());
     assert!(
         matches!(&e, CaError::Refused { code, .. } if code == "bad_csr_signature"),
@@ -176,4 +194,94 @@ async fn an_unreachable_ca_from_config_is_unavailable_after_bounded_retries() {
     let e = ca.status("7f01").await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
     assert_eq!(e.code(), "ca_unavailable");
+}
+
+/// A TLS endpoint with HQ's demo server certificate that answers every request with 200 and
+/// `size` bytes (chunked: no Content-Length to refuse it early).
+async fn oversized_server(pki: &hq_ingest::dev_pki::DevPki, size: usize) -> std::net::SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(records::client::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            records::client::tls::certs_from_pem(&read(&pki.server_cert), "server").unwrap(),
+            records::client::tls::key_from_pem(&read(&pki.server_key), "key").unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = [0u8; 4096];
+                let _ = tls.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ntransfer-encoding: chunked\r\n\r\n";
+                if tls.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![0x41u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < size {
+                    let n = chunk.len().min(size - sent);
+                    let framed = format!("{n:x}\r\n");
+                    if tls.write_all(framed.as_bytes()).await.is_err()
+                        || tls.write_all(&chunk[..n]).await.is_err()
+                        || tls.write_all(b"\r\n").await.is_err()
+                    {
+                        return;
+                    }
+                    sent += n;
+                }
+                let _ = tls.write_all(b"0\r\n\r\n").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_answer_from_hq_or_the_ca_is_a_typed_error_at_the_kiosk() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = hq_ingest::dev_pki::generate(dir.path()).unwrap();
+    let addr = oversized_server(&pki, 8 * 1024 * 1024).await;
+    let url = format!("https://{addr}");
+    // The CA client.
+    let ca = CaClient::new(
+        &url,
+        &read(&pki.ca_cert),
+        &read(&pki.kiosk_cert),
+        &ClientKey::Pem(read(&pki.kiosk_key)),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    match ca.status("7f01").await {
+        Err(CaError::AnswerTooLarge { limit }) => {
+            assert_eq!(limit, kioskd::ca_client::MAX_ANSWER_BYTES)
+        }
+        other => panic!("an 8 MiB CA answer: {other:?}"),
+    }
+    // The sync link's HQ client.
+    let hq = records::client::HqClient::from_url(
+        &url,
+        &read(&pki.ca_cert),
+        &read(&pki.kiosk_cert),
+        &ClientKey::Pem(read(&pki.kiosk_key)),
+    )
+    .unwrap();
+    match hq.send_envelope(vec![0u8; 16]).await {
+        Err(records::client::ClientError::AnswerTooLarge { status: 200, limit }) => {
+            assert_eq!(limit, records::client::MAX_ANSWER_BYTES)
+        }
+        other => panic!("an 8 MiB HQ answer: {other:?}"),
+    }
 }

@@ -517,9 +517,11 @@ impl<C: Connector> FingerprintSensor for Ef01Sensor<C> {
             let ack = command(&mut session.framed, address, Instruction::UpImage, timeout).await?;
             Instruction::UpImage.decode_ack(&ack)?;
             let mut image = Zeroizing::new(Vec::with_capacity(IMAGE_BYTES));
+            // The whole image takes seconds at 57600 baud: the timeout applies per DATA
+            // packet. Only image data renews it, so a device that keeps sending other packets
+            // cannot hold the upload open for ever; the image size bounds the data packets.
+            let mut deadline = Instant::now() + timeout;
             loop {
-                // The whole image takes seconds at 57600 baud: the timeout applies per packet.
-                let deadline = Instant::now() + timeout;
                 let p = recv(&mut session.framed, deadline, "upload image", timeout).await?;
                 if !matches!(p.kind, PacketKind::Data | PacketKind::EndData) {
                     continue;
@@ -527,6 +529,7 @@ impl<C: Connector> FingerprintSensor for Ef01Sensor<C> {
                 if image.len() + p.payload.len() > IMAGE_BYTES {
                     return Err(FingerprintError::Malformed);
                 }
+                deadline = Instant::now() + timeout;
                 image.extend_from_slice(&p.payload);
                 if p.kind == PacketKind::EndData {
                     break;

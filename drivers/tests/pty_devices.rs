@@ -220,3 +220,56 @@ async fn image_upload_reassembles_over_an_in_memory_link() {
         (256, 288, 256 * 288)
     );
 }
+
+/// A module that answers the image upload with an endless stream of non-data packets must not
+/// hold the kiosk for ever: the per-packet deadline was renewed by every packet, data or not.
+#[tokio::test]
+async fn image_upload_ends_when_a_device_chatters_without_data() {
+    use drivers::link::OnceConnector;
+    use firmware_interfaces::ef01::{Confirmation, DEFAULT_ADDRESS, Instruction, encode_ack};
+    use firmware_interfaces::sim::Ef01Simulator;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sim = Ef01Simulator::new(10);
+    sim.place_finger(SimFinger {
+        seed: 3,
+        quality: FingerQuality::Good,
+    });
+    let (host, mut device) = tokio::io::duplex(64 * 1024);
+    let up_image = Instruction::UpImage.encode(DEFAULT_ADDRESS);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = match device.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if buf[..n] == up_image[..] {
+                // Acknowledge the upload, then chatter: an ack every 50 ms, never any data.
+                let ack = encode_ack(DEFAULT_ADDRESS, Confirmation::Ok, &[]);
+                loop {
+                    if device.write_all(&ack).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if device.write_all(&sim.on_bytes(&buf[..n])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut s = Ef01Sensor::new(
+        OnceConnector::new(host, "in-memory"),
+        Ef01Settings {
+            command_timeout: Duration::from_millis(300),
+            ..Ef01Settings::default()
+        },
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(10), s.capture_image())
+        .await
+        .expect("the upload ends although the device keeps sending");
+    assert!(
+        matches!(outcome, Err(FingerprintError::Timeout { .. })),
+        "{outcome:?}"
+    );
+}

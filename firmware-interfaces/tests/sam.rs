@@ -164,6 +164,34 @@ fn four_layouts_decode_to_typed_fields() {
     assert!(f2017.text.address().is_none());
 }
 
+/// A card's `Debug` (what `{:?}` in a log line or an error would print) must not carry the
+/// holder's values: derived `Debug` printed the birth date, issuing authority and validity.
+#[test]
+fn debug_of_a_decoded_card_prints_no_personal_value() {
+    for card in fixtures::all_layouts(7) {
+        let decoded = card.text.encode().decode().expect("decodes");
+        let shown = format!("{decoded:?} {:?} {:#?}", card.text, decoded);
+        let mut values = vec![
+            decoded.identity_number().expose().to_string(),
+            decoded.valid_until().to_string(),
+        ];
+        if let CardText::Resident(r) = &decoded {
+            values.extend([
+                r.name.expose().to_string(),
+                r.address.expose().to_string(),
+                r.authority.clone(),
+                r.birth_date.to_string(),
+                r.birth_date.compact(),
+                r.birth_date.date().year().to_string(),
+                r.valid_from.to_string(),
+            ]);
+        }
+        for v in values.iter().filter(|v| v.chars().count() >= 4) {
+            assert!(!shown.contains(v.as_str()), "{v:?} in {shown}");
+        }
+    }
+}
+
 #[test]
 fn bad_check_digit_in_a_card_is_reported() {
     let card = fixtures::card(fixtures::resident_text(3), 3);

@@ -40,8 +40,10 @@ use x509_cert::Certificate;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder, CrlBuilder};
 use x509_cert::crl::RevokedCert;
+use x509_cert::ext::pkix::certpolicy::PolicyInformation;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies, ExtendedKeyUsage, KeyUsage,
+    KeyUsages, SubjectKeyIdentifier,
 };
 use x509_cert::ext::pkix::{CrlNumber, CrlReason};
 use x509_cert::ext::{Extension as X509Extension, ToExtension};
@@ -50,7 +52,9 @@ use x509_cert::request::{CertReq, Version};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
+use crate::ca_audit;
 use crate::db::DbError;
+use crate::policy::IssuancePolicy;
 use crate::server::KioskIdentity;
 
 /// ecdsa-with-SHA256 (RFC 5758).
@@ -117,6 +121,32 @@ pub enum CaError {
     /// Re-enrollment without a current (unrevoked, unexpired) certificate of that subject.
     #[error("re-enrollment needs a current certificate with the same subject")]
     NoCurrentCertificate,
+    /// The request's subject is outside the service's issuance policy (names the attribute).
+    #[error("{0}")]
+    SubjectOutsidePolicy(#[from] crate::policy::SubjectError),
+    /// The issuance policy has no profile for the named service (or none was named).
+    #[error("the issuance policy has no profile for service {0:?}")]
+    UnknownService(String),
+    /// The request does not name the holder (`Kioskd-Holder`: the keyed digest, 64 hex).
+    #[error("the request must name the holder's keyed digest (Kioskd-Holder: 64 hex digits)")]
+    HolderRequired,
+    /// The requesting kiosk did not prove that the certificate is its holder's.
+    #[error("the certificate does not belong to the holder this kiosk named")]
+    NotHolder,
+    /// The kiosk reached its issuance limit.
+    #[error("issuance limit reached: {limit} certificates per {window_seconds} s for this kiosk")]
+    RateLimited {
+        /// Certificates per window.
+        limit: u32,
+        /// Window.
+        window_seconds: u64,
+    },
+    /// The client certificate's CN is not a registered kiosk.
+    #[error("this kiosk is not registered at HQ")]
+    KioskNotRegistered,
+    /// The kiosk was revoked at HQ.
+    #[error("this kiosk is revoked at HQ")]
+    KioskRevoked,
     /// Building or signing the certificate failed.
     #[error("issuing failed: {0}")]
     Issue(String),
@@ -151,6 +181,18 @@ impl CaError {
             CaError::UnknownCertificate => "unknown_certificate",
             CaError::Revoked => "certificate_revoked",
             CaError::NoCurrentCertificate => "no_current_certificate",
+            CaError::SubjectOutsidePolicy(crate::policy::SubjectError::NotAllowed { .. }) => {
+                "subject_outside_policy"
+            }
+            CaError::SubjectOutsidePolicy(crate::policy::SubjectError::Invalid { .. }) => {
+                "subject_invalid"
+            }
+            CaError::UnknownService(_) => "unknown_service",
+            CaError::HolderRequired => "holder_required",
+            CaError::NotHolder => "not_holder",
+            CaError::RateLimited { .. } => "issuance_rate_limited",
+            CaError::KioskNotRegistered => "kiosk_not_registered",
+            CaError::KioskRevoked => "kiosk_revoked",
             CaError::Issue(_) => "issue_failed",
             CaError::Db(_) => "ca_unavailable",
         }
@@ -164,7 +206,14 @@ impl CaError {
             | CaError::Unsupported(_)
             | CaError::BadSignature
             | CaError::BadSerial
-            | CaError::BadReason => StatusCode::BAD_REQUEST,
+            | CaError::BadReason
+            | CaError::SubjectOutsidePolicy(_)
+            | CaError::UnknownService(_)
+            | CaError::HolderRequired => StatusCode::BAD_REQUEST,
+            CaError::NotHolder | CaError::KioskNotRegistered | CaError::KioskRevoked => {
+                StatusCode::FORBIDDEN
+            }
+            CaError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             CaError::UnknownCertificate => StatusCode::NOT_FOUND,
             CaError::Revoked | CaError::NoCurrentCertificate => StatusCode::CONFLICT,
             CaError::Load { .. } | CaError::Issue(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,8 +228,17 @@ impl IntoResponse for CaError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "CA request failed");
         }
-        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        (status, axum::Json(body)).into_response()
+        let mut body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        if let CaError::SubjectOutsidePolicy(e) = &self {
+            body["attribute"] = e.attribute().into();
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if let CaError::RateLimited { window_seconds, .. } = self
+            && let Ok(v) = header::HeaderValue::from_str(&window_seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 
@@ -344,12 +402,16 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
-/// What the issued certificate carries besides subject and key: not a CA, digitalSignature +
-/// nonRepudiation, key identifiers.
+/// What the issued certificate carries besides subject and key, all from the service's
+/// issuance profile ([`crate::policy::Profile`]): not a CA, the profile's key usage, extended
+/// key usage (never clientAuth) and certificate policy, key identifiers.
 struct SubscriberProfile {
     issuer: Name,
     subject: Name,
     authority_key_identifier: Vec<u8>,
+    key_usage: Vec<KeyUsages>,
+    extended_key_usage: Vec<ObjectIdentifier>,
+    policy_oid: ObjectIdentifier,
 }
 
 impl BuilderProfile for SubscriberProfile {
@@ -362,7 +424,6 @@ impl BuilderProfile for SubscriberProfile {
     }
 
     // Each extension is encoded against those before it (duplicates are refused).
-    #[expect(clippy::vec_init_then_push, reason = "each push reads the pushed ones")]
     fn build_extensions(
         &self,
         spk: SubjectPublicKeyInfoRef<'_>,
@@ -377,9 +438,20 @@ impl BuilderProfile for SubscriberProfile {
             }
             .to_extension(tbs.subject(), &extensions)?,
         );
+        let mut bits = self.key_usage.iter().copied();
+        let first = bits.next().unwrap_or(KeyUsages::DigitalSignature);
+        let usage = bits.fold(KeyUsage(first.into()), |u, b| KeyUsage(u.0 | b));
+        extensions.push(usage.to_extension(tbs.subject(), &extensions)?);
         extensions.push(
-            KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation)
+            ExtendedKeyUsage(self.extended_key_usage.clone())
                 .to_extension(tbs.subject(), &extensions)?,
+        );
+        extensions.push(
+            CertificatePolicies(vec![PolicyInformation {
+                policy_identifier: self.policy_oid,
+                policy_qualifiers: None,
+            }])
+            .to_extension(tbs.subject(), &extensions)?,
         );
         extensions
             .push(SubjectKeyIdentifier::try_from(spk)?.to_extension(tbs.subject(), &extensions)?);
@@ -499,15 +571,23 @@ impl Issuer {
         }
     }
 
-    /// Issue a certificate for a verified request; `serial` is used as given (see
+    /// Issue a certificate for a verified request under `profile`, with `subject` (built by
+    /// [`crate::policy::Profile::check_subject`]); `serial` is used as given (see
     /// [`random_serial`]). Returns the certificate's DER.
-    pub fn issue(&self, csr: &VerifiedCsr, serial: &[u8]) -> Result<Vec<u8>, CaError> {
+    pub fn issue(
+        &self,
+        csr: &VerifiedCsr,
+        subject: &Name,
+        profile: &crate::policy::Profile,
+        serial: &[u8],
+    ) -> Result<Vec<u8>, CaError> {
         let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
         let now = SystemTime::now();
         // A little slack for clocks of relying parties that run behind.
         let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
+        // The profile's validity, capped by the issuer's (`serve --ca-validity-days`).
         let not_after = now
-            .checked_add(self.validity)
+            .checked_add(profile.validity.min(self.validity))
             .ok_or_else(|| issue(&"validity"))?;
         let validity = Validity::new(
             Time::try_from(not_before).map_err(|e| issue(&e))?,
@@ -515,8 +595,11 @@ impl Issuer {
         );
         let profile = SubscriberProfile {
             issuer: self.certificate.tbs_certificate().subject().clone(),
-            subject: csr.subject.clone(),
+            subject: subject.clone(),
             authority_key_identifier: self.key_identifier.clone(),
+            key_usage: profile.key_usage.clone(),
+            extended_key_usage: profile.extended_key_usage.clone(),
+            policy_oid: profile.policy_oid,
         };
         let builder = CertificateBuilder::new(
             profile,
@@ -576,7 +659,8 @@ impl Issuer {
     }
 }
 
-fn crl_reason(name: Option<&str>) -> CrlReason {
+/// The CRL reason of an RFC 5280 reason name (`unspecified` when unknown).
+pub fn crl_reason(name: Option<&str>) -> CrlReason {
     match name {
         Some("keyCompromise") => CrlReason::KeyCompromise,
         Some("affiliationChanged") => CrlReason::AffiliationChanged,
@@ -651,6 +735,17 @@ pub enum StatusChange<'a> {
     Release,
 }
 
+impl StatusChange<'_> {
+    /// `revoke`, `hold` or `release` (the audit's action).
+    pub fn action(&self) -> &'static str {
+        match self {
+            StatusChange::Revoke(_) => "revoke",
+            StatusChange::Hold => "hold",
+            StatusChange::Release => "release",
+        }
+    }
+}
+
 /// Check a serial from a URL (1..=40 hex digits) and lower-case it.
 pub fn normalize_serial(serial: &str) -> Result<String, CaError> {
     if serial.is_empty()
@@ -674,10 +769,11 @@ fn offset_time(t: SystemTime) -> time::OffsetDateTime {
 // ---------------------------------------------------------------------------------------------
 // Service
 
-/// The CA service: issuer, database, routes.
+/// The CA service: issuer, issuance policy, database, routes.
 #[derive(Clone)]
 pub struct CaService {
     issuer: Arc<Issuer>,
+    policy: Arc<IssuancePolicy>,
     pool: Pool,
     cacerts: Arc<String>,
 }
@@ -699,12 +795,104 @@ fn status_from_row(row: &tokio_postgres::Row) -> CertificateStatus {
     }
 }
 
+/// Who asks the CA for something.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// A kiosk (its client certificate's CN); must be registered and not revoked, and must
+    /// prove the holder for status changes.
+    Kiosk(String),
+    /// An HQ operator (command line on HQ's side): may change any certificate's status.
+    HqStaff(String),
+}
+
+impl Actor {
+    fn label(&self) -> String {
+        match self {
+            Actor::Kiosk(k) => format!("kiosk:{k}"),
+            Actor::HqStaff(s) => format!("hq-staff:{s}"),
+        }
+    }
+}
+
+/// What the kiosk states with an enrollment (EST has no place for it: HTTP headers
+/// `Kioskd-Service`, `Kioskd-Holder`, `Kioskd-Application`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnrollContext {
+    /// The kiosk service the certificate is for (selects the issuance profile; a
+    /// re-enrollment keeps the service of the certificate it replaces).
+    pub service: Option<String>,
+    /// The holder's keyed digest (32 bytes; its first 16 are the subject's `serialNumber`).
+    pub holder: Option<[u8; 32]>,
+    /// The kiosk's application (session) id: the synced application record and certificate
+    /// event carry the serial, so HQ joins them on (kiosk, serial) and finds this id too.
+    pub application: Option<String>,
+}
+
+/// Header naming the service of an enrollment.
+pub const SERVICE_HEADER: &str = "kioskd-service";
+/// Header carrying the holder's keyed digest (64 hex digits).
+pub const HOLDER_HEADER: &str = "kioskd-holder";
+/// Header carrying the kiosk's application id.
+pub const APPLICATION_HEADER: &str = "kioskd-application";
+
+/// The holder's keyed digest from 64 hex digits.
+pub fn parse_holder(text: &str) -> Result<[u8; 32], CaError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| CaError::HolderRequired)?;
+    bytes.try_into().map_err(|_| CaError::HolderRequired)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn holder_of(headers: &HeaderMap) -> Result<Option<[u8; 32]>, CaError> {
+    header_text(headers, HOLDER_HEADER)
+        .map(|h| parse_holder(&h))
+        .transpose()
+}
+
+impl EnrollContext {
+    fn from_headers(headers: &HeaderMap) -> Result<Self, CaError> {
+        let application = header_text(headers, APPLICATION_HEADER);
+        if application
+            .as_deref()
+            .is_some_and(|a| a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(CaError::BadRequest(
+                "Kioskd-Application is 1 to 128 printable ASCII characters".into(),
+            ));
+        }
+        Ok(Self {
+            service: header_text(headers, SERVICE_HEADER),
+            holder: holder_of(headers)?,
+            application,
+        })
+    }
+}
+
+/// Advisory lock namespace of the per-kiosk issuance counter.
+const RATE_LOCK_NAMESPACE: i64 = 7_270_018;
+
 impl CaService {
-    /// A CA over `pool` (migrated: `ca_certificates` exists) issuing with `issuer`.
+    /// A CA over `pool` (migrated) issuing with `issuer` under the embedded issuance policy.
     pub fn new(issuer: Issuer, pool: Pool) -> Result<Self, CaError> {
+        Self::with_policy(issuer, pool, IssuancePolicy::embedded())
+    }
+
+    /// A CA issuing under `policy`.
+    pub fn with_policy(
+        issuer: Issuer,
+        pool: Pool,
+        policy: IssuancePolicy,
+    ) -> Result<Self, CaError> {
         let cacerts = certs_only_base64(&[issuer.certificate_der()])?;
         Ok(Self {
             issuer: Arc::new(issuer),
+            policy: Arc::new(policy),
             pool,
             cacerts: Arc::new(cacerts),
         })
@@ -715,34 +903,115 @@ impl CaService {
         &self.issuer
     }
 
-    /// Verify `csr_der` and issue (or return the certificate already issued for this very
-    /// request). `reenroll`: the subject must hold a current certificate, which the new one is
-    /// recorded as replacing (it stays valid; revoke it as `superseded` if wanted).
+    /// The issuance policy.
+    pub fn policy(&self) -> &IssuancePolicy {
+        &self.policy
+    }
+
+    /// A kiosk may use the CA only when registered at HQ and not revoked.
+    async fn check_actor(&self, actor: &Actor) -> Result<(), CaError> {
+        let Actor::Kiosk(kiosk) = actor else {
+            return Ok(());
+        };
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT revoked_at IS NOT NULL FROM kiosks WHERE kiosk_id = $1",
+                &[kiosk],
+            )
+            .await?
+            .ok_or(CaError::KioskNotRegistered)?;
+        if row.get::<_, bool>(0) {
+            return Err(CaError::KioskRevoked);
+        }
+        Ok(())
+    }
+
+    /// Record a refusal in HQ's CA audit (its own transaction: the refused action's rolled
+    /// back). Database failures are not audited (nothing was done, and the audit is down too).
+    pub async fn audit_refusal(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&str>,
+        error: &CaError,
+    ) {
+        if matches!(error, CaError::Db(_)) {
+            return;
+        }
+        let mut detail = serde_json::json!({ "message": error.to_string() });
+        if let CaError::SubjectOutsidePolicy(e) = error {
+            detail["attribute"] = e.attribute().into();
+        }
+        let entry = ca_audit::Entry {
+            actor: &actor.label(),
+            action,
+            target,
+            outcome: ca_audit::Outcome::Refused,
+            code: Some(error.code()),
+            detail,
+        };
+        let written = async {
+            let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+            ca_audit::append_alone(&mut client, &entry)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, action, code = error.code(), "CA refusal not audited");
+        }
+        tracing::info!(actor = %actor.label(), action, code = error.code(), "CA request refused");
+    }
+
+    /// Verify `csr_der`, check it against the issuance policy and issue (or return the
+    /// certificate already issued for this very request). `reenroll`: the holder must hold a
+    /// current certificate, which the new one is recorded as replacing (it stays valid; revoke
+    /// it as `superseded` if wanted) and whose service it keeps.
     pub async fn enroll(
         &self,
         kiosk: &str,
         csr_der: &[u8],
         reenroll: bool,
+        context: &EnrollContext,
     ) -> Result<Vec<u8>, CaError> {
+        self.check_actor(&Actor::Kiosk(kiosk.to_owned())).await?;
         let csr = verify_csr(csr_der)?;
+        let holder = context.holder.ok_or(CaError::HolderRequired)?;
         let mut client = self.pool.get().await?;
-        // A re-enrollment replaces the subject's current certificate; its idempotency key names
+        // A re-enrollment replaces the holder's current certificate; its idempotency key names
         // that certificate too, so a retry gets the same answer while a later renewal with the
         // same key (ECDSA CSRs may be byte-identical) gets a new certificate.
-        let replaces: Option<String> = if reenroll {
+        let (replaces, service): (Option<String>, String) = if reenroll {
             let row = client
                 .query_opt(
-                    "SELECT serial_hex FROM ca_certificates
-                     WHERE subject_der = $1 AND status <> 'revoked' AND not_after > now()
+                    "SELECT serial_hex, service FROM ca_certificates
+                     WHERE holder_digest = $1 AND status <> 'revoked' AND not_after > now()
                      ORDER BY issued_at DESC LIMIT 1",
-                    &[&csr.subject_der],
+                    &[&holder.as_slice()],
                 )
                 .await?
                 .ok_or(CaError::NoCurrentCertificate)?;
-            Some(row.get(0))
+            let service: Option<String> = row.get(1);
+            (
+                Some(row.get(0)),
+                service.ok_or_else(|| CaError::UnknownService(String::new()))?,
+            )
         } else {
-            None
+            (
+                None,
+                context
+                    .service
+                    .clone()
+                    .ok_or_else(|| CaError::UnknownService(String::new()))?,
+            )
         };
+        let profile = self
+            .policy
+            .profile(&service)
+            .ok_or_else(|| CaError::UnknownService(service.clone()))?
+            .clone();
+        let subject = profile.check_subject(&csr.subject, &holder)?;
         let digest = match &replaces {
             None => csr.digest.to_vec(),
             Some(old) => {
@@ -764,12 +1033,37 @@ impl CaService {
             return Ok(row.get(0));
         }
         let tx = client.transaction().await?;
+        // The per-kiosk limit: one lock per kiosk (shared by every HQ replica) held until this
+        // transaction ends, then a count of what the kiosk was issued within the window.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1::integer, hashtext($2))",
+            &[&(RATE_LOCK_NAMESPACE as i32), &kiosk],
+        )
+        .await?;
+        let limit = self.policy.rate_limit;
+        let window_seconds = limit.window.as_secs_f64();
+        let issued: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM ca_certificates
+                 WHERE issued_by_kiosk = $1 AND issued_at > now() - make_interval(secs => $2)",
+                &[&kiosk, &window_seconds],
+            )
+            .await?
+            .get(0);
+        if issued >= i64::from(limit.per_kiosk) {
+            return Err(CaError::RateLimited {
+                limit: limit.per_kiosk,
+                window_seconds: limit.window.as_secs(),
+            });
+        }
         let serial = random_serial()?;
         let serial_hex = hex::encode(serial);
         let issuer = self.issuer.clone();
         let certificate = tokio::task::spawn_blocking({
             let csr = csr.clone();
-            move || issuer.issue(&csr, &serial)
+            let subject = subject.clone();
+            let profile = profile.clone();
+            move || issuer.issue(&csr, &subject, &profile, &serial)
         })
         .await
         .map_err(|e| CaError::Issue(e.to_string()))??;
@@ -777,22 +1071,29 @@ impl CaService {
             .map_err(|e| CaError::Issue(e.to_string()))?;
         let not_before = offset_time(parsed.validity().not_before.to_datetime().into());
         let not_after = offset_time(parsed.validity().not_after.to_datetime().into());
+        let subject_der = subject
+            .to_der()
+            .map_err(|e| CaError::Issue(e.to_string()))?;
         let inserted = tx
             .execute(
                 "INSERT INTO ca_certificates (serial_hex, csr_digest, subject_der, public_key_der,
-                     certificate, not_before, not_after, status, replaces, issued_by_kiosk)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'good', $8, $9)
+                     certificate, not_before, not_after, status, replaces, issued_by_kiosk,
+                     service, holder_digest, application_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'good', $8, $9, $10, $11, $12)
                  ON CONFLICT (csr_digest) DO NOTHING",
                 &[
                     &serial_hex,
                     &digest,
-                    &csr.subject_der,
+                    &subject_der,
                     &csr.public_key_der,
                     &certificate,
                     &not_before,
                     &not_after,
                     &replaces,
                     &kiosk,
+                    &service,
+                    &holder.as_slice(),
+                    &context.application,
                 ],
             )
             .await?;
@@ -806,12 +1107,32 @@ impl CaService {
                 .await?;
             return Ok(row.get(0));
         }
+        ca_audit::append(
+            &tx,
+            &ca_audit::Entry {
+                actor: &Actor::Kiosk(kiosk.to_owned()).label(),
+                action: if reenroll { "reenroll" } else { "enroll" },
+                target: Some(&serial_hex),
+                outcome: ca_audit::Outcome::Done,
+                code: None,
+                detail: serde_json::json!({
+                    "service": service,
+                    "policy_version": self.policy.version,
+                    "policy_oid": profile.policy_oid.to_string(),
+                    "application": context.application,
+                    "replaces": replaces,
+                    "key": format!("{:?}", csr.kind),
+                }),
+            },
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(
             serial = %serial_hex,
             kiosk,
             key = ?csr.kind,
             reenroll,
+            service = %service,
             "certificate issued"
         );
         Ok(certificate)
@@ -856,14 +1177,18 @@ impl CaService {
         Ok(status_from_row(&row))
     }
 
-    /// Revoke, hold or release. Revoking a revoked certificate and holding a held one (or
-    /// releasing a good one) change nothing and succeed, so a retried call is harmless.
+    /// Revoke, hold or release. A kiosk must name the certificate's holder (`holder`: the
+    /// keyed digest recorded when it was issued); HQ staff may act on any certificate.
+    /// Revoking a revoked certificate and holding a held one (or releasing a good one) change
+    /// nothing and succeed, so a retried call is harmless.
     pub async fn change_status(
         &self,
-        kiosk: &str,
+        actor: &Actor,
         serial: &str,
         change: StatusChange<'_>,
+        holder: Option<&[u8; 32]>,
     ) -> Result<CertificateStatus, CaError> {
+        self.check_actor(actor).await?;
         let serial = normalize_serial(serial)?;
         if let StatusChange::Revoke(reason) = change
             && !REVOCATION_REASONS.contains(&reason)
@@ -872,14 +1197,28 @@ impl CaService {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current: String = tx
+        let row = tx
             .query_opt(
-                "SELECT status FROM ca_certificates WHERE serial_hex = $1 FOR UPDATE",
+                "SELECT status, holder_digest FROM ca_certificates WHERE serial_hex = $1
+                 FOR UPDATE",
                 &[&serial],
             )
             .await?
-            .ok_or(CaError::UnknownCertificate)?
-            .get(0);
+            .ok_or(CaError::UnknownCertificate)?;
+        let current: String = row.get(0);
+        let stored_holder: Option<Vec<u8>> = row.get(1);
+        if let Actor::Kiosk(_) = actor {
+            use subtle::ConstantTimeEq;
+            let proven = match (holder, stored_holder.as_deref()) {
+                (Some(given), Some(stored)) if stored.len() == 32 => {
+                    bool::from(given.as_slice().ct_eq(stored))
+                }
+                _ => false,
+            };
+            if !proven {
+                return Err(CaError::NotHolder);
+            }
+        }
         let next: Option<(&str, Option<&str>)> = match (current.as_str(), change) {
             ("revoked", StatusChange::Revoke(_)) => None,
             ("revoked", _) => return Err(CaError::Revoked),
@@ -888,16 +1227,33 @@ impl CaService {
             (_, StatusChange::Hold) => Some(("held", Some("certificateHold"))),
             (_, StatusChange::Release) => Some(("good", None)),
         };
+        let by = actor.label();
         if let Some((status, reason)) = next {
             tx.execute(
                 "UPDATE ca_certificates SET status = $2, revocation_reason = $3,
                      status_changed_at = now(), status_changed_by = $4
                  WHERE serial_hex = $1",
-                &[&serial, &status, &reason, &kiosk],
+                &[&serial, &status, &reason, &by],
             )
             .await?;
-            tracing::info!(serial = %serial, kiosk, status, reason, "certificate status changed");
+            tracing::info!(serial = %serial, actor = %by, status, reason, "certificate status changed");
         }
+        ca_audit::append(
+            &tx,
+            &ca_audit::Entry {
+                actor: &by,
+                action: change.action(),
+                target: Some(&serial),
+                outcome: ca_audit::Outcome::Done,
+                code: None,
+                detail: serde_json::json!({
+                    "from": current,
+                    "to": next.map(|(s, _)| s),
+                    "reason": next.and_then(|(_, r)| r),
+                }),
+            },
+        )
+        .await?;
         let row = tx
             .query_one(
                 &format!("SELECT {STATUS_COLUMNS} FROM ca_certificates WHERE serial_hex = $1"),
@@ -916,6 +1272,20 @@ fn kiosk_of(identity: Option<Extension<KioskIdentity>>) -> Result<String, CaErro
     identity
         .map(|Extension(KioskIdentity(k))| k)
         .ok_or(CaError::Unauthenticated)
+}
+
+/// The registered kiosk behind the connection (refusals are audited).
+async fn registered_kiosk(
+    service: &CaService,
+    identity: Option<Extension<KioskIdentity>>,
+    action: &str,
+) -> Result<Actor, CaError> {
+    let actor = Actor::Kiosk(kiosk_of(identity)?);
+    if let Err(e) = service.check_actor(&actor).await {
+        service.audit_refusal(&actor, action, None, &e).await;
+        return Err(e);
+    }
+    Ok(actor)
 }
 
 fn certs_only_response(body: String) -> Response {
@@ -955,21 +1325,35 @@ async fn enroll_route(
     body: &[u8],
     reenroll: bool,
 ) -> Result<Response, CaError> {
-    let kiosk = kiosk_of(identity)?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE)
-        && !ct.to_str().is_ok_and(|v| {
-            v.trim()
-                .to_ascii_lowercase()
-                .starts_with("application/pkcs10")
-        })
-    {
-        return Err(CaError::BadRequest(
-            "Content-Type must be application/pkcs10".into(),
-        ));
+    let action = if reenroll { "reenroll" } else { "enroll" };
+    let actor = registered_kiosk(&service, identity, action).await?;
+    let Actor::Kiosk(kiosk) = &actor else {
+        return Err(CaError::Unauthenticated);
+    };
+    let result = async {
+        if let Some(ct) = headers.get(header::CONTENT_TYPE)
+            && !ct.to_str().is_ok_and(|v| {
+                v.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/pkcs10")
+            })
+        {
+            return Err(CaError::BadRequest(
+                "Content-Type must be application/pkcs10".into(),
+            ));
+        }
+        let context = EnrollContext::from_headers(headers)?;
+        let csr = csr_from_body(body)?;
+        service.enroll(kiosk, &csr, reenroll, &context).await
     }
-    let csr = csr_from_body(body)?;
-    let certificate = service.enroll(&kiosk, &csr, reenroll).await?;
-    Ok(certs_only_response(certs_only_base64(&[&certificate])?))
+    .await;
+    match result {
+        Ok(certificate) => Ok(certs_only_response(certs_only_base64(&[&certificate])?)),
+        Err(e) => {
+            service.audit_refusal(&actor, action, None, &e).await;
+            Err(e)
+        }
+    }
 }
 
 async fn simple_enroll(
@@ -994,7 +1378,7 @@ async fn cacerts(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
 ) -> Result<Response, CaError> {
-    kiosk_of(identity)?;
+    registered_kiosk(&service, identity, "cacerts").await?;
     Ok(certs_only_response(service.cacerts.as_ref().clone()))
 }
 
@@ -1002,7 +1386,7 @@ async fn crl(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
 ) -> Result<Response, CaError> {
-    kiosk_of(identity)?;
+    registered_kiosk(&service, identity, "crl").await?;
     let der = service.crl().await?;
     Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
 }
@@ -1012,7 +1396,7 @@ async fn certificate_status(
     identity: Option<Extension<KioskIdentity>>,
     UrlPath(serial): UrlPath<String>,
 ) -> Result<Response, CaError> {
-    kiosk_of(identity)?;
+    registered_kiosk(&service, identity, "status").await?;
     Ok(axum::Json(service.status(&serial).await?).into_response())
 }
 
@@ -1022,42 +1406,83 @@ struct RevokeBody {
     reason: String,
 }
 
+async fn status_route(
+    service: CaService,
+    identity: Option<Extension<KioskIdentity>>,
+    headers: &HeaderMap,
+    serial: &str,
+    change: Result<StatusChange<'_>, CaError>,
+    action: &str,
+) -> Result<Response, CaError> {
+    let actor = registered_kiosk(&service, identity, action).await?;
+    let result = async {
+        let change = change?;
+        let holder = holder_of(headers)?;
+        service
+            .change_status(&actor, serial, change, holder.as_ref())
+            .await
+    }
+    .await;
+    match result {
+        Ok(status) => Ok(axum::Json(status).into_response()),
+        Err(e) => {
+            let target = normalize_serial(serial).ok();
+            service
+                .audit_refusal(&actor, action, target.as_deref(), &e)
+                .await;
+            Err(e)
+        }
+    }
+}
+
 async fn revoke(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
     UrlPath(serial): UrlPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, CaError> {
-    let kiosk = kiosk_of(identity)?;
-    let body: RevokeBody = serde_json::from_slice(&body).map_err(|_| CaError::BadReason)?;
-    let status = service
-        .change_status(&kiosk, &serial, StatusChange::Revoke(&body.reason))
-        .await?;
-    Ok(axum::Json(status).into_response())
+    let parsed: Result<RevokeBody, CaError> =
+        serde_json::from_slice(&body).map_err(|_| CaError::BadReason);
+    let change = parsed
+        .as_ref()
+        .map(|b| StatusChange::Revoke(b.reason.as_str()))
+        .map_err(|_| CaError::BadReason);
+    status_route(service, identity, &headers, &serial, change, "revoke").await
 }
 
 async fn hold(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
     UrlPath(serial): UrlPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, CaError> {
-    let kiosk = kiosk_of(identity)?;
-    let status = service
-        .change_status(&kiosk, &serial, StatusChange::Hold)
-        .await?;
-    Ok(axum::Json(status).into_response())
+    status_route(
+        service,
+        identity,
+        &headers,
+        &serial,
+        Ok(StatusChange::Hold),
+        "hold",
+    )
+    .await
 }
 
 async fn release(
     State(service): State<CaService>,
     identity: Option<Extension<KioskIdentity>>,
     UrlPath(serial): UrlPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, CaError> {
-    let kiosk = kiosk_of(identity)?;
-    let status = service
-        .change_status(&kiosk, &serial, StatusChange::Release)
-        .await?;
-    Ok(axum::Json(status).into_response())
+    status_route(
+        service,
+        identity,
+        &headers,
+        &serial,
+        Ok(StatusChange::Release),
+        "release",
+    )
+    .await
 }
 
 /// The CA's routes (merged into HQ's router by [`crate::server::start_with_ca`]).
@@ -1159,7 +1584,9 @@ mod tests {
         let csr = verify_csr(&p256_csr("Synthetic Holder")).unwrap();
         assert_eq!(csr.kind, KeyKind::P256);
         let serial = random_serial().unwrap();
-        let leaf = issuer.issue(&csr, &serial).unwrap();
+        let policy = crate::policy::IssuancePolicy::embedded();
+        let profile = policy.profile("cert_application").unwrap();
+        let leaf = issuer.issue(&csr, &csr.subject, profile, &serial).unwrap();
         verify_sm2_signed(&leaf, &ca_point).expect("signed by the SM2 CA");
         let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
         assert_eq!(parsed.raw_serial(), serial);

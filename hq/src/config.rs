@@ -97,6 +97,9 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// Server private key (PEM).
     pub key: SecretRef,
+    /// Kiosk CRL written by `hq-ingest revoke-kiosk`; reloaded whenever it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiosk_crl: Option<PathBuf>,
 }
 
 /// `[keys]`.
@@ -124,9 +127,12 @@ pub struct CaSection {
     pub cert: PathBuf,
     /// Issuing CA private key (PKCS#8 PEM, P-256 or SM2).
     pub key: SecretRef,
-    /// Validity of issued certificates, in days.
+    /// Longest validity of issued certificates, in days (caps the issuance policy's).
     #[serde(default = "default_validity_days")]
     pub validity_days: u32,
+    /// Issuance policy (TOML; default: the embedded hq/policy/issuance.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance_policy: Option<PathBuf>,
 }
 
 fn default_validity_days() -> u32 {
@@ -376,9 +382,15 @@ impl HqConfig {
         if let Some(p) = &self.database.password {
             out.push(("database.password", p.to_string()));
         }
+        if let Some(crl) = &self.tls.kiosk_crl {
+            out.push(("tls.kiosk_crl", crl.display().to_string()));
+        }
         if let Some(ca) = &self.ca {
             out.push(("ca.cert", ca.cert.display().to_string()));
             out.push(("ca.key", ca.key.to_string()));
+            if let Some(policy) = &ca.issuance_policy {
+                out.push(("ca.issuance_policy", policy.display().to_string()));
+            }
         }
         if let Some(c) = &self.retention.catalog {
             out.push(("retention.catalog", c.display().to_string()));
@@ -390,6 +402,9 @@ impl HqConfig {
         self.tls.kiosk_ca = resolve(base, &self.tls.kiosk_ca);
         self.tls.cert = resolve(base, &self.tls.cert);
         self.tls.key.resolve(base);
+        if let Some(crl) = &mut self.tls.kiosk_crl {
+            *crl = resolve(base, crl);
+        }
         self.keys.record_key.resolve(base);
         self.keys.witness_key.resolve(base);
         if let Some(p) = &mut self.database.password {
@@ -398,6 +413,9 @@ impl HqConfig {
         if let Some(ca) = &mut self.ca {
             ca.cert = resolve(base, &ca.cert);
             ca.key.resolve(base);
+            if let Some(policy) = &mut ca.issuance_policy {
+                *policy = resolve(base, policy);
+            }
         }
         if let Some(c) = &mut self.retention.catalog {
             *c = resolve(base, c);

@@ -131,6 +131,51 @@ CREATE TABLE ca_certificates (
 CREATE INDEX ca_certificates_subject ON ca_certificates (subject_der);
 "#,
     ),
+    (
+        3,
+        r#"
+-- Issuance policy and trust boundaries (issue 13): each certificate names its service, the
+-- holder's keyed digest (proves ownership for revoke/hold/release) and the kiosk application
+-- it was issued for; kiosks can be revoked; HQ audits every CA action, hash-chained.
+ALTER TABLE ca_certificates
+    ADD COLUMN service        text,
+    ADD COLUMN holder_digest  bytea,
+    ADD COLUMN application_id text;
+CREATE INDEX ca_certificates_holder ON ca_certificates (holder_digest)
+    WHERE holder_digest IS NOT NULL;
+CREATE INDEX ca_certificates_kiosk_issued ON ca_certificates (issued_by_kiosk, issued_at);
+ALTER TABLE kiosks ADD COLUMN revoked_at timestamptz;
+-- Client certificates each kiosk authenticated with (serials go on the kiosk CRL).
+CREATE TABLE kiosk_certificates (
+    kiosk_id   text NOT NULL,
+    serial_hex text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz,
+    PRIMARY KEY (kiosk_id, serial_hex)
+);
+CREATE TABLE ca_audit (
+    seq       bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL,
+    actor     text NOT NULL,
+    action    text NOT NULL,
+    target    text,
+    outcome   text NOT NULL CHECK (outcome IN ('done', 'refused')),
+    code      text,
+    entry     text NOT NULL,
+    prev_hash bytea NOT NULL,
+    hash      bytea NOT NULL UNIQUE
+);
+CREATE FUNCTION ca_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ca_audit is append-only';
+END
+$$;
+CREATE TRIGGER ca_audit_append_only BEFORE UPDATE OR DELETE ON ca_audit
+    FOR EACH ROW EXECUTE FUNCTION ca_audit_append_only();
+CREATE TRIGGER ca_audit_no_truncate BEFORE TRUNCATE ON ca_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION ca_audit_append_only();
+"#,
+    ),
 ];
 
 /// Build a connection pool from a libpq-style connection string.

@@ -9,6 +9,7 @@
 //! [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
 
 pub mod ca;
+pub mod ca_audit;
 pub mod cli_docs;
 pub mod config;
 pub mod db;
@@ -16,9 +17,11 @@ pub mod dev_pki;
 pub mod dev_queue;
 pub mod ingest;
 pub mod keys;
+pub mod kiosk_revocation;
 pub mod local;
 pub mod metrics;
 pub mod pg_cluster;
+pub mod policy;
 pub mod retention;
 pub mod server;
 pub mod service;

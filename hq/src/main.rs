@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use hq_ingest::config::{self, HqConfig};
-use hq_ingest::{db, dev_pki, keys, retention, service, tls};
+use hq_ingest::{ca, db, dev_pki, keys, retention, service, tls};
 
 #[derive(Parser)]
 #[command(
@@ -75,9 +75,69 @@ enum Cmd {
         /// The issuing CA's private key (PKCS#8 PEM, P-256 or SM2).
         #[arg(long, requires = "ca_cert")]
         ca_key: Option<PathBuf>,
-        /// Validity of issued certificates, in days.
+        /// Longest validity of issued certificates, in days (caps the issuance policy's).
         #[arg(long, default_value_t = 365)]
         ca_validity_days: u32,
+        /// Issuance policy (TOML, see hq/policy/issuance.toml, the embedded default).
+        #[arg(long)]
+        issuance_policy: Option<PathBuf>,
+        /// Kiosk CRL written by `revoke-kiosk`; reloaded whenever it changes.
+        #[arg(long)]
+        kiosk_crl: Option<PathBuf>,
+    },
+    /// Revoke a kiosk: refused by the CA routes and on every new connection, its client
+    /// certificates put on the kiosk CRL (signed with the kiosk CA's key, written to `--crl`,
+    /// which `serve --kiosk-crl` loads), audited in `ca_audit`.
+    RevokeKiosk {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+        /// Kiosk id (client certificate CN).
+        #[arg(long)]
+        id: String,
+        /// The kiosk CA's certificate (PEM).
+        #[arg(long)]
+        kiosk_ca: PathBuf,
+        /// The kiosk CA's private key (PKCS#8 PEM).
+        #[arg(long)]
+        kiosk_ca_key: PathBuf,
+        /// The kiosk CRL file to write.
+        #[arg(long)]
+        crl: PathBuf,
+        /// A client certificate of the kiosk not yet seen by HQ (PEM), also revoked.
+        #[arg(long)]
+        cert: Vec<PathBuf>,
+        /// RFC 5280 reason.
+        #[arg(long, default_value = "keyCompromise")]
+        reason: String,
+        /// The HQ operator doing it (audit).
+        #[arg(long, env = "USER", default_value = "hq-operator")]
+        operator: String,
+    },
+    /// HQ staff changes a certificate's status (revoke, hold, release) without a kiosk, e.g.
+    /// on a holder's written request at HQ; audited in `ca_audit` under the operator's name.
+    CaStatus {
+        /// libpq connection string.
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: String,
+        /// Certificate serial (hex).
+        #[arg(long)]
+        serial: String,
+        /// `revoke`, `hold` or `release`.
+        #[arg(long)]
+        action: String,
+        /// RFC 5280 reason of a revocation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        /// The HQ operator doing it (audit).
+        #[arg(long, env = "USER", default_value = "hq-operator")]
+        operator: String,
+        /// The issuing CA's certificate (PEM).
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The issuing CA's private key (PKCS#8 PEM).
+        #[arg(long)]
+        ca_key: PathBuf,
     },
     /// Validate a configuration file: print its problems and exit 1, or print the effective
     /// configuration (secrets appear as their file or credential names only).
@@ -198,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
             ca_cert,
             ca_key,
             ca_validity_days,
+            issuance_policy,
+            kiosk_crl,
         } => {
             let serve = HqConfig {
                 database: config::DatabaseSection {
@@ -213,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
                     kiosk_ca,
                     cert,
                     key: config::SecretRef::File(key),
+                    kiosk_crl,
                 },
                 keys: config::KeysSection {
                     record_key: config::SecretRef::File(record_key),
@@ -224,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
                         cert,
                         key: config::SecretRef::File(key),
                         validity_days: ca_validity_days,
+                        issuance_policy,
                     }),
                     _ => None,
                 },
@@ -236,6 +300,68 @@ async fn main() -> anyhow::Result<()> {
             service::run(serve).await?;
         }
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::RevokeKiosk {
+            database_url,
+            id,
+            kiosk_ca,
+            kiosk_ca_key,
+            crl,
+            cert,
+            reason,
+            operator,
+        } => {
+            let mut serials = Vec::new();
+            for path in &cert {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                for der in tls::certs_from_pem(&pem, "kiosk certificate")? {
+                    serials.push(tls::serial_hex(&der).context("unparsable kiosk certificate")?);
+                }
+            }
+            let signer = ca::Issuer::load(&kiosk_ca, &kiosk_ca_key, ca::DEFAULT_VALIDITY)?;
+            db::migrate(&mut connect(&database_url).await?).await?;
+            let pool = db::pool(&database_url, 2)?;
+            let report = hq_ingest::kiosk_revocation::revoke_kiosk(
+                &pool, &id, &serials, &reason, &operator, &signer, &crl,
+            )
+            .await?;
+            println!(
+                "revoked {id} (registered: {}); {} certificate(s) of it and {} in all on {}",
+                report.registered,
+                report.serials.len(),
+                report.crl_entries,
+                crl.display()
+            );
+        }
+        Cmd::CaStatus {
+            database_url,
+            serial,
+            action,
+            reason,
+            operator,
+            ca_cert,
+            ca_key,
+        } => {
+            let change = match action.as_str() {
+                "revoke" => ca::StatusChange::Revoke(&reason),
+                "hold" => ca::StatusChange::Hold,
+                "release" => ca::StatusChange::Release,
+                other => anyhow::bail!("--action is revoke, hold or release, not {other:?}"),
+            };
+            db::migrate(&mut connect(&database_url).await?).await?;
+            let issuer = ca::Issuer::load(&ca_cert, &ca_key, ca::DEFAULT_VALIDITY)?;
+            let service = ca::CaService::new(issuer, db::pool(&database_url, 2)?)?;
+            let actor = ca::Actor::HqStaff(operator);
+            match service.change_status(&actor, &serial, change, None).await {
+                Ok(status) => println!("{}", serde_json::to_string(&status)?),
+                Err(e) => {
+                    service
+                        .audit_refusal(&actor, change.action(), Some(&serial), &e)
+                        .await;
+                    return Err(e.into());
+                }
+            }
+        }
         Cmd::Migrate { database_url } => {
             let applied = db::migrate(&mut connect(&database_url).await?).await?;
             println!("applied migrations: {applied:?}");

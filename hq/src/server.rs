@@ -188,6 +188,7 @@ pub async fn start_with_ca(
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningServer, ServerError> {
     let (stop, stop_rx) = watch::channel(false);
+    let pool = ingestor.pool().clone();
     let app = router_with_ca(ingestor, ca);
     let listener = bind(addr).await?;
     let local = listener
@@ -198,6 +199,7 @@ pub async fn start_with_ca(
         listener,
         tokio_rustls::TlsAcceptor::from(tls),
         app.clone(),
+        pool,
         stop_rx.clone(),
         connections.clone(),
     ))];
@@ -226,6 +228,7 @@ async fn accept_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
+    pool: deadpool_postgres::Pool,
     mut stop: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
@@ -242,6 +245,7 @@ async fn accept_tls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let pool = pool.clone();
         let conn_stop = stop.clone();
         connections.spawn(async move {
             let tls = match acceptor.accept(tcp).await {
@@ -251,16 +255,24 @@ async fn accept_tls(
                     return;
                 }
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(crate::tls::common_name);
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let identity = leaf.and_then(crate::tls::common_name);
             let Some(kiosk) = identity else {
                 tracing::warn!(%peer, "client certificate without common name rejected");
                 return;
             };
+            // A kiosk revoked at HQ is dropped even before its certificate reaches the CRL.
+            // A database failure admits the connection: every route behind it needs the
+            // database too, and refuses without it.
+            let serial = leaf.and_then(crate::tls::serial_hex).unwrap_or_default();
+            match crate::kiosk_revocation::admit(&pool, &kiosk, &serial).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%peer, kiosk, "revoked kiosk refused");
+                    return;
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "kiosk revocation not checked"),
+            }
             serve(
                 TokioIo::new(tls),
                 app,

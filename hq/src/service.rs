@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// The database server cannot be reached.
     #[error("database.url: cannot connect to PostgreSQL: {0}")]
     Connect(String),
+    /// The issuance policy.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// Signal handlers.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -101,10 +104,11 @@ pub struct Started {
 
 /// Start everything [`HqConfig`] describes, up to serving (not yet notifying systemd).
 pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
-    let tls_config = tls::server_config(
+    let tls_config = tls::server_config_with_crl(
         &read_file("tls.kiosk_ca", &config.tls.kiosk_ca)?,
         &read_file("tls.cert", &config.tls.cert)?,
         &config.tls.key.read("tls.key")?,
+        config.tls.kiosk_crl.as_deref(),
     )?;
     let recipient =
         keys::load_soft_recipient(&secret_path(&config.keys.record_key, "keys.record_key")?)?;
@@ -148,7 +152,11 @@ pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
                 validity,
             )?;
             tracing::info!(algorithm = issuer.algorithm(), "CA enabled");
-            Some(ca::CaService::new(issuer, pool.clone())?)
+            let policy = match &section.issuance_policy {
+                Some(path) => crate::policy::IssuancePolicy::load(path)?,
+                None => crate::policy::IssuancePolicy::embedded(),
+            };
+            Some(ca::CaService::with_policy(issuer, pool.clone(), policy)?)
         }
         None => None,
     };

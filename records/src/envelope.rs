@@ -597,6 +597,18 @@ mod tests {
     use crate::signing::{SM2_DEFAULT_DISTID, SoftSigner};
     use crate::wire::{Record, SequencedRecord};
 
+    /// A dropped cipher must not leave its round keys (which give back the key) in freed
+    /// memory: `sm4` and `aes` zeroize them only when built with their `zeroize` features.
+    /// (A compile-time check: without the features this test does not build.)
+    #[test]
+    fn cipher_key_schedules_are_zeroized_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroized_on_drop::<sm4::Sm4>();
+        zeroized_on_drop::<aes_gcm::aes::Aes256>();
+        zeroized_on_drop::<Sm4Gcm>();
+        zeroized_on_drop::<aes_gcm::Aes256Gcm>();
+    }
+
     fn batch(kiosk: &str) -> Batch {
         Batch {
             schema_version: SCHEMA_VERSION,

@@ -67,8 +67,9 @@ pub struct MinimizedField {
     pub value: FieldValue,
 }
 
-/// A transformed field value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+/// A transformed field value. Its `Debug` shows the kind and size only: even a value the
+/// catalog lets travel as it is stays out of logs and error messages.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum FieldValue {
     /// Encrypted at the kiosk (field-level encryption to an HQ key; opaque here).
@@ -80,6 +81,17 @@ pub enum FieldValue {
     /// Sent as is: items the catalog declares public or non-personal for HQ
     /// (enterprise name, certificate, signature value, document digest).
     Plain(String),
+}
+
+impl fmt::Debug for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Ciphertext(c) => write!(f, "Ciphertext({} bytes)", c.0.len()),
+            FieldValue::KeyedDigest(d) => d.fmt(f),
+            FieldValue::Masked(m) => write!(f, "Masked({} chars)", m.0.chars().count()),
+            FieldValue::Plain(p) => write!(f, "Plain({} bytes)", p.len()),
+        }
+    }
 }
 
 /// The minimized applicant record sent to HQ.

@@ -63,7 +63,9 @@ pub async fn check_host(
 
 /// State-changing requests must come from the kiosk's own pages: an `Origin`
 /// (sent by browsers on cross-site and on all POST/DELETE requests) must name
-/// an allowed host, and `Sec-Fetch-Site`, when present, must not be
+/// an allowed host AND the very host and port the request was sent to (a page
+/// served by another program on another loopback port is another origin), and
+/// `Sec-Fetch-Site`, when present, must not be
 /// `cross-site`. Together with JSON-only bodies and no CORS headers this stops
 /// cross-site request forgery from any page the kiosk browser might open.
 pub async fn check_cross_site(
@@ -74,12 +76,18 @@ pub async fn check_cross_site(
     let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
     if !safe {
         let headers = req.headers();
+        let target = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let origin_ok = match headers.get("origin").and_then(|o| o.to_str().ok()) {
             None => true,
             Some(o) => o
                 .strip_prefix("http://")
                 .or_else(|| o.strip_prefix("https://"))
-                .is_some_and(|host| allowed.allows(host)),
+                .is_some_and(|origin| {
+                    allowed.allows(origin) && target.is_some_and(|t| t.eq_ignore_ascii_case(origin))
+                }),
         };
         let site_ok = headers
             .get("sec-fetch-site")

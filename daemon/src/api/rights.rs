@@ -14,11 +14,13 @@ use serde_json::json;
 
 use super::sessions::{blocking, session_of};
 use super::staff::staff_of;
+use super::verification::require_ready;
 use super::{ApiError, AppState};
 use crate::app::now_ms;
 use crate::audit::Actor;
 use crate::privacy::deadline::Calendar;
 use crate::rights::{self, Desk, RightsError};
+use crate::workflow::plan::Step;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -93,6 +95,17 @@ async fn file(
             "open a rights_request session for this",
         ));
     }
+    // Card possession is not identity: the ID card step and identity verification come
+    // first (the workflow plan), so a found card is not enough to file in someone's name.
+    require_ready(&state, &session, Step::Rights).map_err(|e| {
+        let missing = e.details.clone().unwrap_or_default();
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "identity_not_verified",
+            "verify the requester's identity first: read their ID card, then one verification method",
+        )
+        .with_details(missing)
+    })?;
     let kind = rights::parse_kind(&req.kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

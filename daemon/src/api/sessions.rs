@@ -19,6 +19,7 @@ use crate::app::now_ms;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::privacy::consent::{ConsentError, Ledger, Scope};
 use crate::session::{ApplicantSession, SessionError};
+use crate::store::Store;
 use crate::store::subjects::Subjects;
 use crate::workflow::plan::{self, Step};
 
@@ -431,6 +432,9 @@ pub async fn discard_session(
             },
         )?;
         tx.commit()?;
+        if !subjects.is_empty() {
+            Store::scrub_wal(&conn)?;
+        }
         Ok(())
     })
     .await

@@ -33,6 +33,8 @@ impl From<StaffError> for ApiError {
     fn from(e: StaffError) -> Self {
         let (status, code) = match &e {
             StaffError::NoToken => (StatusCode::NOT_FOUND, "no_token"),
+            StaffError::NotStaffToken => (StatusCode::FORBIDDEN, "not_a_staff_token"),
+            StaffError::TokenBusy => (StatusCode::CONFLICT, "token_busy"),
             StaffError::WrongPin { .. } => (StatusCode::UNAUTHORIZED, "wrong_pin"),
             StaffError::PinLocked => (StatusCode::LOCKED, "pin_locked"),
             StaffError::NoCertificate | StaffError::BadCertificate(_) => {
@@ -40,7 +42,7 @@ impl From<StaffError> for ApiError {
             }
             StaffError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             StaffError::Unauthorized => (StatusCode::UNAUTHORIZED, "staff_unauthorized"),
-            StaffError::Token(_) | StaffError::Ca(_) => {
+            StaffError::Token(_) | StaffError::Ca(_) | StaffError::Store(_) => {
                 tracing::warn!(error = %e, "staff login failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
             }

@@ -30,13 +30,35 @@ use crate::audit::Actor;
 use crate::privacy::Personal;
 use crate::privacy::minimize::HqSealer;
 use crate::session::ApplicantSession;
+use crate::store::pin_attempts::{self, Outcome, Reservation};
 use crate::store::subjects::Subjects;
 use crate::workflow::issuance::{self, Issued};
 use crate::workflow::plan::Step;
 
-/// Wrong PINs one applicant session may enter before the kiosk stops asking (the token's
+/// Wrong PINs the kiosk lets anyone enter for one UKEY (counted per UKEY serial in the store,
+/// across sessions and restarts) before it stops asking for `UKEY_PIN_BACKOFF_MS` (the token's
 /// own counter may be higher, or absent as on SoftHSM2).
 pub const MAX_PIN_FAILURES_PER_SESSION: u32 = 5;
+/// How long a UKEY that reached the limit is not asked for its PIN again.
+const UKEY_PIN_BACKOFF_MS: i64 = 30 * 60 * 1000;
+const UKEY_PIN_LIMIT: pin_attempts::Limit = pin_attempts::Limit {
+    max_failures: MAX_PIN_FAILURES_PER_SESSION,
+    window_ms: UKEY_PIN_BACKOFF_MS,
+};
+
+/// One holder login at a time per UKEY serial (a PKCS#11 login is per token and process:
+/// a second login racing the first would be answered "already logged in").
+fn ukey_login_lock(serial: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(serial.to_string())
+        .or_default()
+        .clone()
+}
 /// How long the issuance waits for the link to HQ / the CA to come up.
 const LINK_WAIT: Duration = Duration::from_secs(20);
 /// The initial user PIN of a simulated UKEY (as printed on a UKEY's PIN mailer).
@@ -161,41 +183,69 @@ async fn holder_ukey(
     Ok(token)
 }
 
-/// Log in as the holder with `pin`, once. A wrong PIN counts against the session's limit and
-/// the screen learns the retries left (from the token when it says, else from the limit).
+/// Log in as the holder with `pin`, once. The attempt is reserved against the UKEY's serial in
+/// the store before the PIN goes to the token (no race, no reset by a new session or a
+/// restart); the screen learns the retries left (from the token when it says, else from the
+/// limit).
 async fn login_holder(
     state: &AppState,
     session: &ApplicantSession,
     token: &Arc<dyn Token>,
     pin: Zeroizing<String>,
 ) -> Result<(), ApiError> {
-    let failures = state.memory.progress(&session.id).pin_failures;
-    if failures >= MAX_PIN_FAILURES_PER_SESSION {
-        state.events.pin(&session.id, "locked", Some(0));
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "pin_attempts_exceeded",
-            "too many wrong PINs in this session; ask branch staff for help",
-        )
-        .with_details(json!({ "retries_left": 0 })));
-    }
+    let serial = token.info().await.map_err(token_error)?.serial;
+    let gate = ukey_login_lock(&serial);
+    let _one_at_a_time = gate.lock().await;
+    let (st, key) = (state.clone(), serial.clone());
+    let reserved = blocking(move || {
+        let mut conn = st.store.conn()?;
+        Ok(pin_attempts::reserve(
+            &mut conn,
+            pin_attempts::Kind::Ukey,
+            &key,
+            now_ms(),
+            UKEY_PIN_LIMIT,
+        )?)
+    })
+    .await?;
+    let used = match reserved {
+        Reservation::Granted { attempt } => attempt,
+        Reservation::Refused { .. } => {
+            state.events.pin(&session.id, "locked", Some(0));
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "pin_attempts_exceeded",
+                "too many wrong PINs for this UKEY; ask branch staff for help",
+            )
+            .with_details(json!({ "retries_left": 0 })));
+        }
+    };
     if token.is_logged_in() {
         let _ = token.logout().await;
     }
-    match token.login(UserKind::User, &Pin::new(pin.as_str())).await {
+    let result = token.login(UserKind::User, &Pin::new(pin.as_str())).await;
+    let outcome = match &result {
+        Ok(()) => Outcome::Success,
+        Err(TokenError::PinIncorrect { .. } | TokenError::PinLocked) => Outcome::Failure,
+        Err(_) => Outcome::NotTried,
+    };
+    let st = state.clone();
+    blocking(move || {
+        let conn = st.store.conn()?;
+        Ok(pin_attempts::settle(
+            &conn,
+            pin_attempts::Kind::Ukey,
+            &serial,
+            outcome,
+        )?)
+    })
+    .await?;
+    match result {
         Ok(()) => {
-            state
-                .memory
-                .update_progress(&session.id, |p| p.pin_failures = 0);
             state.events.pin(&session.id, "ok", None);
             Ok(())
         }
         Err(TokenError::PinIncorrect { retries_left }) => {
-            let mut used = 0;
-            state.memory.update_progress(&session.id, |p| {
-                p.pin_failures += 1;
-                used = p.pin_failures;
-            });
             let session_left = MAX_PIN_FAILURES_PER_SESSION.saturating_sub(used);
             let left = retries_left.map_or(session_left, |t| t.min(session_left));
             let shown = if left == 0 {
@@ -554,7 +604,12 @@ async fn issue_on_token(
     let csr = hsm::csr::build_csr(token.as_ref(), &label, subject)
         .await
         .map_err(token_error)?;
-    let cert = ca.enroll(&csr.der).await.map_err(ca_error)?;
+    let holder = crate::ca_client::Holder {
+        digest: subject_digest,
+        service: &session.service,
+        application: &session.id,
+    };
+    let cert = ca.enroll(&csr.der, &holder).await.map_err(ca_error)?;
     let written = async {
         let parsed = hsm::csr::parse_certificate(&cert.der)?;
         if parsed.public_key != key.public_key {
@@ -586,7 +641,10 @@ async fn issue_on_token(
         Ok((form, signature)) => Ok((cert, form, signature, key.algorithm)),
         Err(e) => {
             // Nothing half-written: the certificate that did not reach the UKEY is revoked.
-            if let Err(revoke) = ca.revoke(&cert.serial_hex, "cessationOfOperation").await {
+            if let Err(revoke) = ca
+                .revoke(&cert.serial_hex, "cessationOfOperation", &holder)
+                .await
+            {
                 tracing::warn!(serial = %cert.serial_hex, error = %revoke, "revoking an unwritten certificate failed");
             }
             Err(token_error(e))
@@ -754,7 +812,12 @@ async fn lifecycle(
     let subject = holder_subject(&values, &digest)?;
     let token = holder_ukey(&state, &session, std::mem::take(&mut body.pin)).await?;
     let label = state.config.ukey.key_label.clone();
-    let done = lifecycle_on_token(&token, &ca, &label, &action, &digest, &subject, reason).await;
+    let holder = crate::ca_client::Holder {
+        digest: &digest,
+        service: &session.service,
+        application: &session.id,
+    };
+    let done = lifecycle_on_token(&token, &ca, &label, &action, &holder, &subject, reason).await;
     let _ = token.logout().await;
     let (serial, status, not_after, kind) = done?;
     let st = state.clone();
@@ -798,10 +861,11 @@ async fn lifecycle_on_token(
     ca: &crate::ca_client::CaClient,
     label: &str,
     action: &str,
-    digest: &[u8; 32],
+    holder: &crate::ca_client::Holder<'_>,
     subject: &str,
     reason: &str,
 ) -> Result<(String, &'static str, i64, CertificateEventKind), ApiError> {
+    let digest = holder.digest;
     let cert = token
         .read_certificate(label)
         .await
@@ -832,12 +896,12 @@ async fn lifecycle_on_token(
             let csr = hsm::csr::build_csr(token.as_ref(), label, subject)
                 .await
                 .map_err(token_error)?;
-            let renewed = ca.reenroll(&csr.der).await.map_err(ca_error)?;
+            let renewed = ca.reenroll(&csr.der, holder).await.map_err(ca_error)?;
             token
                 .write_certificate(label, &renewed.der)
                 .await
                 .map_err(token_error)?;
-            if let Err(e) = ca.revoke(&serial, "superseded").await {
+            if let Err(e) = ca.revoke(&serial, "superseded", holder).await {
                 tracing::warn!(error = %e, "revoking the superseded certificate failed");
             }
             Ok((
@@ -848,7 +912,7 @@ async fn lifecycle_on_token(
             ))
         }
         "revoke" => {
-            ca.revoke(&serial, reason).await.map_err(ca_error)?;
+            ca.revoke(&serial, reason, holder).await.map_err(ca_error)?;
             Ok((
                 serial,
                 "revoked",
@@ -857,7 +921,7 @@ async fn lifecycle_on_token(
             ))
         }
         "suspend" => {
-            ca.hold(&serial).await.map_err(ca_error)?;
+            ca.hold(&serial, holder).await.map_err(ca_error)?;
             Ok((
                 serial,
                 "held",
@@ -866,7 +930,7 @@ async fn lifecycle_on_token(
             ))
         }
         _ => {
-            ca.release(&serial).await.map_err(ca_error)?;
+            ca.release(&serial, holder).await.map_err(ca_error)?;
             // Resumed: reported to HQ as a renewal of the same serial (the record type has no
             // "resumed" kind; HQ reads the serial's status from the CA).
             Ok((

@@ -12,8 +12,8 @@ use super::Personal;
 use crate::keys::{KeyError, KeyVault};
 use crate::store::outbox::Outgoing;
 
-/// A field as it leaves the kiosk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A field as it leaves the kiosk. Its `Debug` shows the kind and size, never the value.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MinimizedValue {
     /// Keyed digest (HMAC-SM3 by default) for matching.
     Digest([u8; 32]),
@@ -23,6 +23,17 @@ pub enum MinimizedValue {
     Sealed(Vec<u8>),
     /// Clear, for items the catalog allows to travel as they are.
     Plain(String),
+}
+
+impl std::fmt::Debug for MinimizedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinimizedValue::Digest(d) => write!(f, "Digest({} bytes)", d.len()),
+            MinimizedValue::Masked(m) => write!(f, "Masked({} chars)", m.chars().count()),
+            MinimizedValue::Sealed(b) => write!(f, "Sealed({} bytes)", b.len()),
+            MinimizedValue::Plain(p) => write!(f, "Plain({} bytes)", p.len()),
+        }
+    }
 }
 
 /// Seals an item's value for the destination (for HQ: the record envelope's

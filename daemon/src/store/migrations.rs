@@ -103,6 +103,15 @@ const MIGRATIONS: &[&str] = &[
         attempts   INTEGER NOT NULL DEFAULT 0,
         last_error TEXT
     ) STRICT;",
+    // 4: PIN attempts per token serial (staff UKEYs, applicants' UKEYs), reserved before
+    //    each login so that neither a race, a new session nor a restart resets them.
+    "CREATE TABLE pin_attempts (
+        kind       TEXT NOT NULL,
+        serial     TEXT NOT NULL,
+        failures   INTEGER NOT NULL,
+        last_at    INTEGER NOT NULL,
+        PRIMARY KEY (kind, serial)
+    ) STRICT;",
 ];
 
 /// The newest schema version this build knows.

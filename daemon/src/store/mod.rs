@@ -8,6 +8,7 @@
 pub mod crypto;
 mod migrations;
 pub mod outbox;
+pub mod pin_attempts;
 pub mod subjects;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,10 @@ impl Store {
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite)?;
+        // Deleted content is overwritten with zeros, so a purged data key or value does not
+        // linger in free pages or free space inside a page (see `scrub_wal` for the WAL).
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(sqlite)?;
         // 32 MiB of page cache (the default is 2 MiB): a backlog drains without re-reading
         // its outbox pages through the kernel for every batch.
         conn.pragma_update(None, "cache_size", -32 * 1024)
@@ -137,9 +142,17 @@ impl Store {
 
     /// Checkpoint the WAL into the main file (on shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Self::scrub_wal(&*self.conn()?)?;
         Ok(())
+    }
+
+    /// Checkpoint the WAL into the main file and truncate it, after a transaction that purged
+    /// personal data has committed: until then the WAL still holds the earlier frames of the
+    /// pages (with the data keys and values the purge just zeroed). Returns `false` when a
+    /// reader kept the checkpoint from completing (the next scrub gets it).
+    pub fn scrub_wal(conn: &Connection) -> rusqlite::Result<bool> {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
     }
 
     /// The schema version in the file.

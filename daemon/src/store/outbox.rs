@@ -53,12 +53,25 @@ impl Outgoing {
 }
 
 /// One pending row.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pending {
     pub seq: u64,
     pub record_id: String,
     pub subject_id: Option<String>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pending {
+    /// The body (an encoded record, which may hold values the catalog lets travel as they
+    /// are) is shown by its size only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("seq", &self.seq)
+            .field("record_id", &self.record_id)
+            .field("subject_id", &self.subject_id)
+            .field("body", &format_args!("{} bytes", self.body.len()))
+            .finish()
+    }
 }
 
 /// Enqueue inside the caller's transaction; returns the record's sequence number.

@@ -115,9 +115,11 @@ impl HqClientTransport {
     }
 }
 
-/// Transport trouble and HQ-side failures (5xx) may pass; HQ's refusals (4xx) and bad
-/// configuration will not, though the sender keeps retrying with backoff either way (an
-/// operator may fix HQ's registration or the kiosk's certificate).
+/// Transport trouble and HQ-side failures (5xx) may pass; HQ's refusals (4xx), bad
+/// configuration and an answer larger than the kiosk reads (`ClientError::AnswerTooLarge`:
+/// `records::client` reads at most `MAX_ANSWER_BYTES` of HQ's answer) will not, though the
+/// sender keeps retrying with backoff either way (an operator may fix HQ's registration or
+/// the kiosk's certificate).
 fn transport_error(e: ClientError) -> TransportError {
     TransportError {
         retryable: e.is_retryable(),

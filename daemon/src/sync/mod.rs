@@ -307,6 +307,9 @@ impl Sender {
             },
         )?;
         tx.commit()?;
+        if purged > 0 {
+            Store::scrub_wal(&conn)?;
+        }
         Ok(purged)
     }
 

@@ -52,10 +52,10 @@ impl HqTransport for MemoryHq {
     }
 }
 
-#[tokio::test]
-async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("k.sqlite")).unwrap();
+/// A kiosk store holding `n` applicants (a name each, and an outbox record each) and a
+/// sender to `hq` that fails its first `fail_first` sends.
+fn kiosk_with_applicants(dir: &std::path::Path, n: u8, fail_first: u32) -> (Arc<MemoryHq>, Sender) {
+    let store = Store::open(&dir.join("k.sqlite")).unwrap();
     let catalog = Catalog::embedded();
     let keys = SoftKeyVault::random();
     let signer = Arc::new(SoftSigner::generate_sm2("1234567812345678").unwrap());
@@ -63,7 +63,7 @@ async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
     let hq = Arc::new(MemoryHq {
         recipient: SoftRecipient::from_secret_bytes(&recipient.to_secret_bytes()).unwrap(),
         kiosk_key: signer.verifier(),
-        fail_next: Mutex::new(2),
+        fail_next: Mutex::new(fail_first),
         received: Mutex::new(vec![]),
         batches: Mutex::new(vec![]),
         digests: Mutex::new(vec![]),
@@ -75,7 +75,7 @@ async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
     };
     {
         let mut conn = store.conn().unwrap();
-        for i in 0..5u8 {
+        for i in 0..n {
             let tx = conn.transaction().unwrap();
             let sid = subjects
                 .create(
@@ -102,7 +102,7 @@ async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
         }
     }
     let sender = Sender {
-        store: store.clone(),
+        store,
         signer,
         transport: hq.clone(),
         settings: SyncSettings {
@@ -115,6 +115,14 @@ async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
             retry_max: Duration::from_millis(2),
         },
     };
+    (hq, sender)
+}
+
+#[tokio::test]
+async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hq, sender) = kiosk_with_applicants(dir.path(), 5, 2);
+    let store = sender.store.clone();
     assert!(sender.step().await.is_err());
     assert!(sender.step().await.is_err());
     assert_eq!(status(&store).unwrap().attempts, 2);
@@ -141,4 +149,46 @@ async fn batches_survive_failures_are_resent_identically_and_acks_purge() {
         .unwrap();
     assert_eq!(left, 0, "acknowledged personal data is purged");
     assert_eq!(sender.step().await.unwrap(), Step::Idle);
+}
+
+/// Purged data stays in the file: a key NULLed by the purge must not survive in SQLite's free
+/// space or in old WAL frames, where anyone who copies the data directory (and later learns
+/// the device key) could read it back.
+#[tokio::test]
+async fn purged_wrapped_keys_and_values_leave_no_bytes_in_the_store_file_or_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_hq, sender) = kiosk_with_applicants(dir.path(), 5, 0);
+    let secrets: Vec<Vec<u8>> = {
+        let conn = sender.store.conn().unwrap();
+        let mut secrets: Vec<Vec<u8>> = conn
+            .prepare("SELECT wrapped_key FROM subjects")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let sealed: Vec<Vec<u8>> = conn
+            .prepare("SELECT sealed FROM personal_fields")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        secrets.extend(sealed);
+        secrets
+    };
+    assert_eq!(secrets.len(), 10);
+    assert!(secrets.iter().all(|s| s.len() >= 16));
+    assert_eq!(sender.drain().await.unwrap(), 2);
+    let raw = |suffix: &str| {
+        std::fs::read(dir.path().join(format!("k.sqlite{suffix}"))).unwrap_or_default()
+    };
+    for (what, bytes) in [("store file", raw("")), ("WAL", raw("-wal"))] {
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_slice()),
+                "a purged key or sealed value is still in the {what}"
+            );
+        }
+    }
 }

@@ -165,9 +165,36 @@ impl CardLayout {
     }
 }
 
-/// A calendar date printed on a card as `YYYYMMDD`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A calendar date printed on a card as `YYYYMMDD`. Its `Debug` withholds the date (a
+/// birth date is personal); `Display` shows it where a caller means to.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CardDate(time::Date);
+
+impl std::fmt::Debug for CardDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardDate(..)")
+    }
+}
+
+/// `Debug` for the decoded card types names the type and nothing else: every field is the
+/// holder's (name, sex, nation, birth date, address, numbers, issuing authority, validity),
+/// and a derived `Debug` would print the ones that are not masking newtypes in clear.
+macro_rules! withheld_debug {
+    ($($card:ty),+) => {$(
+        impl std::fmt::Debug for $card {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($card)).finish_non_exhaustive()
+            }
+        }
+    )+};
+}
+
+withheld_debug!(
+    ResidentCard,
+    HkMacaoTaiwanPermit,
+    ForeignPermanent2017,
+    ForeignPermanent2023
+);
 
 impl CardDate {
     pub fn new(year: i32, month: u8, day: u8) -> Option<Self> {
@@ -242,7 +269,7 @@ impl ValidUntil {
 }
 
 /// 居民身份证.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ResidentCard {
     pub name: PersonName,
     pub sex: Sex,
@@ -285,7 +312,7 @@ impl ResidentCard {
 
 /// 港澳台居民居住证 (flag `J`): the resident layout without nation, plus pass number and
 /// issue count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HkMacaoTaiwanPermit {
     pub name: PersonName,
     pub sex: Sex,
@@ -331,7 +358,7 @@ impl HkMacaoTaiwanPermit {
 }
 
 /// 外国人永久居留身份证, 2017 layout (flag `I`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ForeignPermanent2017 {
     pub english_name: PersonName,
     pub sex: Sex,
@@ -379,7 +406,7 @@ impl ForeignPermanent2017 {
 
 /// 外国人永久居留身份证, 2023 layout (flag `Y`; single source). The English name is split
 /// over two fields (35 + 11 characters).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ForeignPermanent2023 {
     pub chinese_name: PersonName,
     pub sex: Sex,

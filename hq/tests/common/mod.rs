@@ -268,3 +268,4 @@ impl KioskSim {
         rec
     }
 }
+pub mod ca_harness;

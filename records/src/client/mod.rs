@@ -42,7 +42,18 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// HQ's answer is larger than the kiosk reads ([`MAX_ANSWER_BYTES`]).
+    #[error("HQ's answer (status {status}) is larger than {limit} bytes")]
+    AnswerTooLarge {
+        /// HTTP status.
+        status: u16,
+        /// The limit.
+        limit: usize,
+    },
 }
+
+/// Largest answer read from HQ (an ack or a rejection is a few kilobytes).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 impl ClientError {
     /// Whether retrying the same envelope later can succeed (transport or HQ-side trouble).
@@ -52,7 +63,7 @@ impl ClientError {
             ClientError::Rejected { status, .. } | ClientError::BadResponse { status, .. } => {
                 *status >= 500
             }
-            ClientError::Tls(_) => false,
+            ClientError::Tls(_) | ClientError::AnswerTooLarge { .. } => false,
         }
     }
 }
@@ -260,11 +271,28 @@ impl HqConnection {
         self.sender.ready().await.map_err(transport)?;
         let resp = self.sender.send_request(req).await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
+        let too_large = ClientError::AnswerTooLarge {
+            status,
+            limit: MAX_ANSWER_BYTES,
+        };
+        if resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large);
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(transport)?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large
+                } else {
+                    transport(e)
+                }
+            })?
             .to_bytes();
         Ok((status, body.to_vec()))
     }
