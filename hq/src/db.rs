@@ -183,6 +183,11 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
     let config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    pool_from_config(config, max_size)
+}
+
+/// [`pool`] from parsed connection settings (e.g. with a password read from a secret).
+pub fn pool_from_config(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
         config,
         NoTls,

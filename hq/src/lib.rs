@@ -6,9 +6,12 @@
 //! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
 //! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL. [`ca`] is the CA
 //! issuing applicants' certificates (EST), enabled with [`server::start_with_ca`].
+//! [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
 
 pub mod ca;
 pub mod ca_audit;
+pub mod cli_docs;
+pub mod config;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;
@@ -21,6 +24,7 @@ pub mod pg_cluster;
 pub mod policy;
 pub mod retention;
 pub mod server;
+pub mod service;
 pub mod tls;
 
 /// The kiosk-side mTLS client (one implementation, in `records` behind its `client` feature).

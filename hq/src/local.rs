@@ -42,6 +42,16 @@ pub enum LocalHqError {
     Io(String, std::io::Error),
 }
 
+impl LocalHqError {
+    /// One line for the operator of the kiosk that started this local HQ.
+    pub fn one_line(&self) -> String {
+        match self {
+            LocalHqError::Cluster(c) => format!("PostgreSQL: {}", c.one_line()),
+            other => other.to_string().replace('\n', "; "),
+        }
+    }
+}
+
 /// A running local HQ. Dropping it stops PostgreSQL; call [`LocalHq::shutdown`] to stop the
 /// listeners first.
 pub struct LocalHq {

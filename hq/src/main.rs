@@ -1,23 +1,37 @@
 //! hq-ingest: receives, verifies, decrypts and stores kiosk records in PostgreSQL.
 //!
-//! Subcommands: `serve`, `migrate`, `register-kiosk`, `retention`, `dev-pki`, `local` (the
+//! As a service: `hq-ingest --config /etc/hq-ingest/hq-ingest.toml` (see [`hq_ingest::config`];
+//! `hq-ingest check-config FILE` validates such a file). Subcommands: `serve` (the same service
+//! from flags), `migrate`, `register-kiosk`, `retention`, `dev-pki`, `local` (the
 //! whole HQ for one kiosk on loopback, started by kioskd in `hq.mode = "local"`),
 //! `dev-kiosk-send`. `serve --ca-cert --ca-key` (and always `local`) also serve the CA that
 //! issues applicants' certificates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use hq_ingest::{ca, db, dev_pki, ingest, keys, metrics, retention, server, tls};
+use clap::{CommandFactory, Parser, Subcommand};
+use hq_ingest::config::{self, HqConfig};
+use hq_ingest::{ca, db, dev_pki, keys, retention, service, tls};
 
 #[derive(Parser)]
-#[command(version, about = "HQ receiving service for kioskd records")]
+#[command(
+    name = "hq-ingest",
+    version,
+    about = "HQ receiving service for kioskd records",
+    long_about = "HQ receiving service for kioskd records: verifies, decrypts and stores the \
+                  batches kiosks send over mutual TLS in PostgreSQL, witnesses every kiosk's \
+                  audit log, runs retention and (optionally) the CA issuing applicants' \
+                  certificates. As a service: `hq-ingest --config /etc/hq-ingest/hq-ingest.toml`."
+)]
 struct Cli {
+    /// Run the service from this configuration file (TOML; see `check-config`). Notifies
+    /// systemd when ready (Type=notify) and drains requests in flight on SIGTERM.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +139,12 @@ enum Cmd {
         #[arg(long)]
         ca_key: PathBuf,
     },
+    /// Validate a configuration file: print its problems and exit 1, or print the effective
+    /// configuration (secrets appear as their file or credential names only).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
     /// Apply database migrations.
     Migrate {
         /// libpq connection string.
@@ -143,11 +163,14 @@ enum Cmd {
         #[arg(long)]
         public_key: PathBuf,
     },
-    /// Run the retention job once.
+    /// Run the retention job once (the service also runs it on a schedule).
     Retention {
         /// libpq connection string.
         #[arg(long, env = "HQ_DATABASE_URL")]
         database_url: String,
+        /// Privacy catalog whose `[hq_retention]` gives the periods (default: the built-in one).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
     /// Test/demo kiosk sender: drains pre-sealed envelopes from a durable file queue
     /// (`batch-00000001.cbor`, ...; progress in `acked`) to HQ, retrying transport failures.
@@ -206,8 +229,21 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let cli: Cli = hq_ingest::cli_docs::parse();
+    let command = match (cli.command, cli.config) {
+        (Some(command), None) => command,
+        (None, Some(file)) => return run_service(&file).await,
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--config runs the service: give it without a subcommand")
+        }
+        (None, None) => {
+            Cli::command().print_help()?;
+            std::process::exit(2);
+        }
+    };
+    match command {
         Cmd::Serve {
             database_url,
             listen,
@@ -225,48 +261,45 @@ async fn main() -> anyhow::Result<()> {
             issuance_policy,
             kiosk_crl,
         } => {
-            let read =
-                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let tls = tls::server_config_with_crl(
-                &read(&kiosk_ca)?,
-                &read(&cert)?,
-                &read(&key)?,
-                kiosk_crl.as_deref(),
-            )?;
-            let pool = db::pool(&database_url, pool_size)?;
-            db::migrate(&mut connect(&database_url).await?).await?;
-            let ingestor = ingest::Ingestor::new(
-                pool,
-                Arc::new(keys::load_soft_recipient(&record_key)?),
-                Arc::new(keys::load_witness_key(&witness_key)?),
-                witness_name,
-                Arc::new(ingest::SystemClock),
-                Arc::new(metrics::Metrics::new()),
-            );
-            let ca = match (ca_cert, ca_key) {
-                (Some(cert), Some(key)) => {
-                    let validity =
-                        std::time::Duration::from_secs(u64::from(ca_validity_days) * 86_400);
-                    let issuer = ca::Issuer::load(&cert, &key, validity)?;
-                    tracing::info!(algorithm = issuer.algorithm(), "CA enabled");
-                    let policy = match &issuance_policy {
-                        Some(path) => hq_ingest::policy::IssuancePolicy::load(path)?,
-                        None => hq_ingest::policy::IssuancePolicy::embedded(),
-                    };
-                    Some(ca::CaService::with_policy(
-                        issuer,
-                        ingestor.pool().clone(),
-                        policy,
-                    )?)
-                }
-                _ => None,
+            let serve = HqConfig {
+                database: config::DatabaseSection {
+                    url: database_url,
+                    password: None,
+                    pool_size,
+                },
+                listen: config::ListenSection {
+                    mtls: listen,
+                    metrics: metrics_listen,
+                },
+                tls: config::TlsSection {
+                    kiosk_ca,
+                    cert,
+                    key: config::SecretRef::File(key),
+                    kiosk_crl,
+                },
+                keys: config::KeysSection {
+                    record_key: config::SecretRef::File(record_key),
+                    witness_key: config::SecretRef::File(witness_key),
+                    witness_name,
+                },
+                ca: match (ca_cert, ca_key) {
+                    (Some(cert), Some(key)) => Some(config::CaSection {
+                        cert,
+                        key: config::SecretRef::File(key),
+                        validity_days: ca_validity_days,
+                        issuance_policy,
+                    }),
+                    _ => None,
+                },
+                // Retention runs from the configured service (or `hq-ingest retention`).
+                retention: config::RetentionSection {
+                    enabled: false,
+                    ..Default::default()
+                },
             };
-            let running = server::start_with_ca(ingestor, ca, tls, listen, metrics_listen).await?;
-            println!("listening on {}", running.addr);
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => running.shutdown().await,
-            }
+            service::run(serve).await?;
         }
+        Cmd::CheckConfig { file } => check_config(&file),
         Cmd::RevokeKiosk {
             database_url,
             id,
@@ -344,11 +377,15 @@ async fn main() -> anyhow::Result<()> {
             db::register_kiosk(&connect(&database_url).await?, &kiosk_id, &key).await?;
             println!("registered {kiosk_id}");
         }
-        Cmd::Retention { database_url } => {
+        Cmd::Retention {
+            database_url,
+            catalog,
+        } => {
+            let catalog = kiosk_config::Catalog::load(catalog.as_deref())?;
             let report = retention::run(
                 &mut connect(&database_url).await?,
                 time::OffsetDateTime::now_utc(),
-                &retention::RetentionPolicy::default(),
+                &retention::RetentionPolicy::from_catalog(&catalog),
             )
             .await?;
             println!("{report:?}");
@@ -374,13 +411,69 @@ async fn main() -> anyhow::Result<()> {
             dir,
             kiosk_id,
             kiosk_verifier,
-        } => run_local(&dir, &kiosk_id, &kiosk_verifier).await?,
+        } => {
+            if let Err(e) = run_local(&dir, &kiosk_id, &kiosk_verifier).await {
+                // Where kioskd waits for the ready line: one line saying why, nothing more
+                // (kioskd logs it once, not once per retry).
+                let why = match e.downcast_ref::<hq_ingest::local::LocalHqError>() {
+                    Some(e) => e.one_line(),
+                    None => format!("{e:#}").replace('\n', "; "),
+                };
+                println!("{}", serde_json::json!({ "error": why }));
+                std::process::exit(1);
+            }
+        }
         Cmd::DevPki { dir } => {
             let pki = dev_pki::generate(&dir)?;
             println!("{pki:#?}");
         }
     }
     Ok(())
+}
+
+/// `hq-ingest --config FILE`.
+async fn run_service(file: &std::path::Path) -> anyhow::Result<()> {
+    let config =
+        HqConfig::load(file).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    service::run(config).await?;
+    Ok(())
+}
+
+/// `hq-ingest check-config FILE`: problems on stderr and exit 1, or the effective
+/// configuration on stdout; files that cannot be read yet are named on stderr.
+fn check_config(file: &std::path::Path) {
+    let config = match HqConfig::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in e.problems() {
+                eprintln!("{p}");
+            }
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = config.retention_policy() {
+        for p in e.problems() {
+            eprintln!("{p}");
+        }
+        std::process::exit(1);
+    }
+    print!("{}", config.effective_toml());
+    for (key, source) in config.referenced_files() {
+        let path = match source.strip_prefix(config::CREDENTIAL_PREFIX) {
+            Some(name) => match std::env::var_os(config::CREDENTIALS_ENV) {
+                Some(dir) => std::path::Path::new(&dir).join(name),
+                // Only the service's own environment has it: nothing to check here.
+                None => continue,
+            },
+            None => PathBuf::from(&source),
+        };
+        if let Err(e) = std::fs::metadata(&path) {
+            eprintln!(
+                "note: {key}: {}: {e} (needed when the service starts)",
+                path.display()
+            );
+        }
+    }
 }
 
 async fn run_local(

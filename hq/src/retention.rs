@@ -24,13 +24,24 @@ pub struct RetentionPolicy {
     pub months_after_cancellation: i32,
 }
 
-impl Default for RetentionPolicy {
-    fn default() -> Self {
+impl RetentionPolicy {
+    /// The periods of a privacy catalog's `[hq_retention]` (the single source of these numbers;
+    /// kioskd's catalog and HQ's are the same file).
+    pub fn from_catalog(catalog: &kiosk_config::Catalog) -> Self {
+        let r = &catalog.hq_retention;
+        let int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         Self {
-            years_after_invalid: 5,
-            government_years_after_expiry: 10,
-            months_after_cancellation: 6,
+            years_after_invalid: int(r.after_revocation_years),
+            government_years_after_expiry: int(r.after_expiry_government_years),
+            months_after_cancellation: int(r.anonymize_after_cancellation_months),
         }
+    }
+}
+
+impl Default for RetentionPolicy {
+    /// The periods of the privacy catalog built into the binary.
+    fn default() -> Self {
+        Self::from_catalog(&kiosk_config::Catalog::embedded())
     }
 }
 
@@ -156,6 +167,31 @@ pub async fn run(
     };
     tracing::info!(?report, "retention run finished");
     Ok(report)
+}
+
+/// Advisory lock key held while one HQ instance runs retention.
+const RETENTION_LOCK: i64 = 7_270_017;
+
+/// [`run`], unless another HQ instance sharing the database is running it right now (then
+/// `None`): the scheduled job of every instance may fire at the same time.
+pub async fn run_exclusive(
+    client: &mut tokio_postgres::Client,
+    now: OffsetDateTime,
+    policy: &RetentionPolicy,
+) -> Result<Option<RetentionReport>, DbError> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RETENTION_LOCK])
+        .await?
+        .get(0);
+    if !locked {
+        tracing::info!("retention already running on another HQ instance; skipped");
+        return Ok(None);
+    }
+    let result = run(client, now, policy).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
+        .await?;
+    result.map(Some)
 }
 
 /// A deletion notice waiting to be propagated to the recipients the data was shared with.

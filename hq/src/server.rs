@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::ingest::Ingestor;
@@ -114,15 +115,42 @@ pub struct RunningServer {
     pub metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    connections: TaskTracker,
 }
 
+/// How long [`RunningServer::shutdown`] waits for requests in flight.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl RunningServer {
-    /// Stop accepting connections and wait for the accept loops to end.
-    pub async fn shutdown(self) {
+    /// Stop accepting connections, let every request in flight finish (its batch committed and
+    /// its ack sent) while idle keep-alive connections close, and wait for that up to
+    /// [`DRAIN_TIMEOUT`]. Returns whether every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown_within(DRAIN_TIMEOUT).await
+    }
+
+    /// [`RunningServer::shutdown`] with another bound on the drain.
+    pub async fn shutdown_within(self, drain: std::time::Duration) -> bool {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
+        self.connections.close();
+        let drained = tokio::time::timeout(drain, self.connections.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                connections = self.connections.len(),
+                "requests still in flight after the drain period; dropping them (their batches were not acknowledged)"
+            );
+        }
+        drained
+    }
+
+    /// Connections being served right now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
     }
 
     /// Wait until the server stops (it only stops via `shutdown` from elsewhere or on error).
@@ -166,18 +194,25 @@ pub async fn start_with_ca(
     let local = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
+    let connections = TaskTracker::new();
     let mut tasks = vec![tokio::spawn(accept_tls(
         listener,
         tokio_rustls::TlsAcceptor::from(tls),
         app.clone(),
         pool,
         stop_rx.clone(),
+        connections.clone(),
     ))];
     let mut metrics_local = None;
     if let Some(maddr) = metrics_addr {
         let ml = bind(maddr).await?;
         metrics_local = ml.local_addr().ok();
-        tasks.push(tokio::spawn(accept_plain(ml, app, stop_rx)));
+        tasks.push(tokio::spawn(accept_plain(
+            ml,
+            app,
+            stop_rx,
+            connections.clone(),
+        )));
     }
     tracing::info!(%local, metrics = ?metrics_local, "hq-ingest listening");
     Ok(RunningServer {
@@ -185,6 +220,7 @@ pub async fn start_with_ca(
         metrics_addr: metrics_local,
         stop,
         tasks,
+        connections,
     })
 }
 
@@ -194,6 +230,7 @@ async fn accept_tls(
     app: Router,
     pool: deadpool_postgres::Pool,
     mut stop: watch::Receiver<bool>,
+    connections: TaskTracker,
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
@@ -209,7 +246,8 @@ async fn accept_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let pool = pool.clone();
-        tokio::spawn(async move {
+        let conn_stop = stop.clone();
+        connections.spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
                 Err(e) => {
@@ -235,12 +273,23 @@ async fn accept_tls(
                 }
                 Err(e) => tracing::warn!(%peer, error = %e, "kiosk revocation not checked"),
             }
-            serve(TokioIo::new(tls), app, Some(KioskIdentity(kiosk))).await;
+            serve(
+                TokioIo::new(tls),
+                app,
+                Some(KioskIdentity(kiosk)),
+                conn_stop,
+            )
+            .await;
         });
     }
 }
 
-async fn accept_plain(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+async fn accept_plain(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    connections: TaskTracker,
+) {
     // Only health and metrics: the batch route refuses requests without an identity.
     loop {
         let (tcp, _) = tokio::select! {
@@ -251,12 +300,18 @@ async fn accept_plain(listener: TcpListener, app: Router, mut stop: watch::Recei
             },
         };
         let app = app.clone();
-        tokio::spawn(serve(TokioIo::new(tcp), app, None));
+        connections.spawn(serve(TokioIo::new(tcp), app, None, stop.clone()));
     }
 }
 
-async fn serve<IO>(io: IO, app: Router, identity: Option<KioskIdentity>)
-where
+/// Serve one connection until it ends; once `stop` turns true the connection finishes the
+/// request in flight, if any, and closes.
+async fn serve<IO>(
+    io: IO,
+    app: Router,
+    identity: Option<KioskIdentity>,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service =
@@ -267,10 +322,21 @@ where
             let mut app = app.clone();
             async move { app.call(req).await }
         });
-    if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await
-    {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stopping = async move {
+        // The borrow it returns is not kept across the drain below.
+        let _ = stop.wait_for(|stopping| *stopping).await.is_ok();
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with error");
     }
 }

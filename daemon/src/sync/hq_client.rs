@@ -340,6 +340,8 @@ async fn run_local(
         }
     };
     let mut backoff = Duration::from_millis(link.hq.retry_min_ms);
+    // The same failure again is logged at debug level only: an operator reads why once.
+    let mut last_failure: Option<String> = None;
     loop {
         let started = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -351,10 +353,19 @@ async fn run_local(
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "local HQ failed to start");
+                let why = e.to_string();
+                if last_failure.as_deref() == Some(why.as_str()) {
+                    tracing::debug!(error = %why, retry_in_ms = backoff.as_millis() as u64, "local HQ failed to start again");
+                } else {
+                    tracing::error!(error = %why, "local HQ failed to start; records stay in the outbox and kioskd keeps retrying");
+                    last_failure = Some(why);
+                }
                 backoff
             }
             Ok(mut hq) => {
+                if last_failure.take().is_some() {
+                    tracing::info!("local HQ started after earlier failures");
+                }
                 let ready = hq.ready.clone();
                 let built = (|| {
                     let ca = read_file("local HQ CA", &ready.ca_cert).map_err(|e| e.to_string())?;

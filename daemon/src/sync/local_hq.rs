@@ -36,6 +36,15 @@ pub enum LocalHqError {
     },
     #[error("local HQ did not become ready: {0}")]
     NotReady(String),
+    /// `hq-ingest local` said why it cannot start (one line, with the fix when it knows one).
+    #[error("local HQ cannot start: {0}")]
+    Failed(String),
+}
+
+/// What `hq-ingest local` prints instead of its ready line when it cannot start.
+#[derive(serde::Deserialize)]
+struct LocalHqFailure {
+    error: String,
 }
 
 /// Where the hq-ingest binary is: `$KIOSKD_HQ_INGEST`, else beside the running executable.
@@ -115,8 +124,16 @@ impl LocalHqProcess {
                 "hq-ingest exited ({status:?}); see its log above"
             )));
         };
-        let ready: LocalHqReady = serde_json::from_str(&line)
-            .map_err(|e| LocalHqError::NotReady(format!("unexpected ready line: {e}")))?;
+        let ready: LocalHqReady = match serde_json::from_str(&line) {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = child.wait().await;
+                return Err(match serde_json::from_str::<LocalHqFailure>(&line) {
+                    Ok(failure) => LocalHqError::Failed(failure.error),
+                    Err(_) => LocalHqError::NotReady(format!("unexpected ready line: {e}")),
+                });
+            }
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {

@@ -33,7 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = kioskd::cli_docs::parse();
     match cli.command {
         Command::Device(cmd) => device::run(cmd),
         Command::Token(cmd) => token::run(cmd),
