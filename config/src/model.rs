@@ -100,6 +100,9 @@ pub struct ApiSection {
     pub listen: Option<SocketAddr>,
     /// Unix socket for the staff CLI (relative to the data directory).
     pub unix_socket: Option<PathBuf>,
+    /// Group given the Unix socket (mode 0660): the staff who may use `kioskctl`, e.g.
+    /// `kioskd-staff`. Absent: the daemon's own group.
+    pub unix_socket_group: Option<String>,
     /// Host names the browser may use to reach the API (DNS-rebinding guard).
     pub allowed_hosts: Vec<String>,
     /// An applicant session ends after this many seconds without a request.
@@ -115,6 +118,7 @@ impl Default for ApiSection {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8480))),
             unix_socket: Some(PathBuf::from("kioskd.sock")),
+            unix_socket_group: None,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
             session_idle_secs: 120,
             max_body_bytes: 256 * 1024,

@@ -62,6 +62,8 @@ pub enum AppError {
         addr: SocketAddr,
         origin: &'static str,
     },
+    #[error("api.unix_socket_group {group:?}: {reason}")]
+    SocketGroup { group: String, reason: String },
     #[error("production mode refuses demo stand-ins:\n{0}")]
     Production(String),
 }
@@ -187,7 +189,7 @@ pub async fn serve(
     }
     if let Some(sock) = &config.api.unix_socket {
         let path = loaded.resolve(sock);
-        let listener = bind_unix(&path)?;
+        let listener = bind_unix(&path, config.api.unix_socket_group.as_deref())?;
         tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
         spawn_listener(
             &tracker,
@@ -606,7 +608,7 @@ fn spawn_listener<L>(
 
 /// Bind a Unix socket, replacing a stale socket file left by a crash but never
 /// deleting anything that is not a socket.
-fn bind_unix(path: &Path) -> Result<UnixListener, AppError> {
+fn bind_unix(path: &Path, group: Option<&str>) -> Result<UnixListener, AppError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let err = |source| AppError::Bind {
         addr: path.display().to_string(),
@@ -623,8 +625,24 @@ fn bind_unix(path: &Path) -> Result<UnixListener, AppError> {
         }
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    // Owner and group (the staff group under systemd) only.
+    // Owner and group only; the group is the staff's (`api.unix_socket_group`), so that
+    // staff use kioskctl without being in the daemon's own group.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    if let Some(name) = group {
+        let socket_group = |reason: String| AppError::SocketGroup {
+            group: name.to_string(),
+            reason,
+        };
+        let gid = nix::unistd::Group::from_name(name)
+            .map_err(|e| socket_group(e.to_string()))?
+            .ok_or_else(|| socket_group("no such group".into()))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| {
+            socket_group(format!(
+                "{e} (kioskd must be a member: SupplementaryGroups={name} in its unit)"
+            ))
+        })?;
+    }
     Ok(listener)
 }
 
@@ -642,6 +660,25 @@ pub fn default_data_dir() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    /// The staff socket belonged to the daemon's own group while `kioskd-staff` went unused:
+    /// staff had to join the daemon's group to use kioskctl. The socket now takes the group
+    /// `api.unix_socket_group` names, and a group that does not exist is a clear error.
+    #[tokio::test]
+    async fn the_staff_socket_belongs_to_the_configured_staff_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // `daemon` exists on every Debian system and is not the group tests run as.
+        let staff = nix::unistd::Group::from_name("daemon").unwrap().unwrap();
+        let path = dir.path().join("k.sock");
+        let _listener = bind_unix(&path, Some("daemon")).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.gid(), staff.gid.as_raw());
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        let err = bind_unix(&dir.path().join("j.sock"), Some("no-such-kioskd-group"))
+            .expect_err("an unknown group is refused");
+        assert!(err.to_string().contains("no-such-kioskd-group"), "{err}");
+    }
 
     async fn status_of(app: axum::Router, path: &str) -> u16 {
         let request = axum::http::Request::post(path)
