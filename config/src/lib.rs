@@ -5,6 +5,9 @@
 //! devices, the soft token, SQLite under the data directory and a local HQ.
 //! Unknown keys are errors, never silently ignored.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
+
 pub mod catalog;
 mod mode;
 mod model;

@@ -17,7 +17,6 @@ pub mod app;
 pub mod audit;
 pub mod batch;
 pub mod ca_client;
-pub mod cli_docs;
 pub mod devices;
 pub mod events;
 pub mod intake;

@@ -10,7 +10,6 @@
 
 pub mod ca;
 pub mod ca_audit;
-pub mod cli_docs;
 pub mod config;
 pub mod db;
 pub mod dev_pki;

@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli: Cli = hq_ingest::cli_docs::parse();
+    let cli: Cli = kiosk_config::cli_docs::parse();
     let command = match (cli.command, cli.config) {
         (Some(command), None) => command,
         (None, Some(file)) => return run_service(&file).await,

@@ -51,7 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = kioskd::cli_docs::parse();
+    let cli: Cli = kiosk_config::cli_docs::parse();
     match cli.command {
         Some(Command::CheckConfig { ref file }) => check_config(file, cli.data_dir.as_deref()),
         Some(Command::Run) | None => match run(cli) {

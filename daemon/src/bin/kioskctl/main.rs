@@ -33,7 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = kioskd::cli_docs::parse();
+    let cli: Cli = kiosk_config::cli_docs::parse();
     match cli.command {
         Command::Device(cmd) => device::run(cmd),
         Command::Token(cmd) => token::run(cmd),

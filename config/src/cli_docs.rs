@@ -2,8 +2,8 @@
 //! by hand: every binary answers the hidden `generate-docs --out DIR` with
 //! `DIR/man/<name>[-<sub>...].1` (one page per command and subcommand, `clap_mangen`) and
 //! `DIR/completions/{bash,zsh,fish}/...` (`clap_complete`). The Debian packages ship them
-//! (`scripts/build-debs` runs it before `cargo deb`). The same module is in kioskd and in
-//! hq-ingest (neither depends on the other).
+//! (`scripts/build-debs` runs it before `cargo deb`). kioskd, kioskctl and hq-ingest share
+//! it through the `cli-docs` feature of this crate (they share no other crate with a CLI).
 
 use std::path::{Path, PathBuf};
 
