@@ -130,7 +130,11 @@ pub async fn serve(
         "device token ready"
     );
 
-    let devices = Arc::new(crate::devices::Devices::open(&config.devices)?);
+    let mut devices_config = config.devices.clone();
+    if let Some(dir) = &devices_config.camera.fixture_dir {
+        devices_config.camera.fixture_dir = Some(loaded.resolve(dir));
+    }
+    let devices = Arc::new(crate::devices::Devices::open(&devices_config)?);
     let simulated = devices.idcard_sim.is_some() && devices.fingerprint_sim.is_some();
     let (verifier, _standin) = open_verifier(&config, catalog.clone(), simulated).await?;
     // A simulated kiosk's soft UKEYs sit in a simulated slot (insert, pull, faults).

@@ -28,6 +28,8 @@ pub enum DevicesError {
         "devices.camera.mode = {0:?} is not built into this kioskd (build with the `v4l2` feature for cameras)"
     )]
     Camera(kiosk_config::CameraMode),
+    #[error("devices.camera.fixture_dir: {0}")]
+    Fixture(#[from] drivers::camera::CameraError),
 }
 
 impl Devices {
@@ -37,6 +39,14 @@ impl Devices {
         let camera: Box<dyn Camera> = match config.camera.mode {
             kiosk_config::CameraMode::Synthetic => {
                 Box::new(FaceCamera::new(FixtureSource::synthetic()))
+            }
+            kiosk_config::CameraMode::Fixture => {
+                let dir = config
+                    .camera
+                    .fixture_dir
+                    .as_deref()
+                    .ok_or(DevicesError::Camera(kiosk_config::CameraMode::Fixture))?;
+                Box::new(FaceCamera::new(FixtureSource::from_dir(dir)?))
             }
             other => return Err(DevicesError::Camera(other)),
         };

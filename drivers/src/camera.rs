@@ -80,6 +80,40 @@ impl FixtureSource {
         }
     }
 
+    /// The frames of `dir`: every `*.pgm` file (binary greyscale, `P5`, 8-bit) in file-name
+    /// order, repeated. A directory without one, or a file that is not such a PGM, is an
+    /// error naming the file.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, CameraError> {
+        let unreadable = |what: &std::path::Path, e: std::io::Error| {
+            CameraError::Format(format!("{}: {e}", what.display()))
+        };
+        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| unreadable(dir, e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("pgm")))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(CameraError::Format(format!(
+                "{}: no .pgm frames (binary greyscale P5, 8-bit)",
+                dir.display()
+            )));
+        }
+        let frames = paths
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).map_err(|e| unreadable(p, e))?;
+                parse_pgm(&bytes).ok_or_else(|| {
+                    CameraError::Format(format!(
+                        "{}: not a binary 8-bit greyscale PGM (P5)",
+                        p.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(frames, true))
+    }
+
     /// The embedded default: a well-lit synthetic face, repeated.
     pub fn synthetic() -> Self {
         Self::new(
@@ -98,6 +132,44 @@ impl FrameSource for FixtureSource {
         }
         Ok(frame)
     }
+}
+
+/// A binary PGM (`P5 <width> <height> <maxval ≤ 255>` then width × height bytes; `#`
+/// comments in the header), as fixture cameras and test captures store frames.
+pub fn parse_pgm(bytes: &[u8]) -> Option<Frame> {
+    let mut pos = 0;
+    let mut field = || -> Option<&[u8]> {
+        loop {
+            while bytes.get(pos)?.is_ascii_whitespace() {
+                pos += 1;
+            }
+            if *bytes.get(pos)? == b'#' {
+                while *bytes.get(pos)? != b'\n' {
+                    pos += 1;
+                }
+                continue;
+            }
+            let start = pos;
+            while !bytes.get(pos)?.is_ascii_whitespace() {
+                pos += 1;
+            }
+            return bytes.get(start..pos);
+        }
+    };
+    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<usize>().ok();
+    if field()? != b"P5" {
+        return None;
+    }
+    let width = number(field()?)?;
+    let height = number(field()?)?;
+    let maxval = number(field()?)?;
+    if !(1..=255).contains(&maxval) {
+        return None;
+    }
+    // Exactly one whitespace byte separates the header from the pixels.
+    let pixels = bytes.get(pos + 1..)?;
+    let len = width.checked_mul(height)?;
+    Frame::new(width, height, pixels.get(..len)?.to_vec())
 }
 
 /// A face found in a frame (pixel box).
@@ -552,6 +624,47 @@ mod tests {
         let capture = camera.capture_face(4).await.expect("a face");
         assert_eq!(capture.index, 2);
         assert_eq!(*capture.frame.luma, *good.luma);
+    }
+
+    fn pgm(frame: &Frame) -> Vec<u8> {
+        let mut bytes =
+            format!("P5\n# fixture\n{} {}\n255\n", frame.width, frame.height).into_bytes();
+        bytes.extend_from_slice(&frame.luma);
+        bytes
+    }
+
+    /// `devices.camera.mode = "fixture"` (kioskd refused it before): frames from a directory
+    /// of PGM files go through the real quality pick, in file-name order.
+    #[tokio::test]
+    async fn fixture_frames_from_a_directory_go_through_the_quality_pick() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = face_frame(Scene::default());
+        std::fs::write(dir.path().join("01-blurred.pgm"), pgm(&blurred(&good, 2))).unwrap();
+        std::fs::write(dir.path().join("02-good.pgm"), pgm(&good)).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"not a frame").unwrap();
+        let mut camera = FaceCamera::new(FixtureSource::from_dir(dir.path()).unwrap());
+        let capture = camera.capture_face(2).await.expect("a face");
+        assert_eq!(capture.index, 1);
+        assert_eq!(*capture.frame.luma, *good.luma);
+
+        std::fs::write(dir.path().join("03-broken.pgm"), b"P6\n1 1\n255\n\0\0\0").unwrap();
+        let Err(err) = FixtureSource::from_dir(dir.path()) else {
+            panic!("a broken frame file is refused")
+        };
+        assert!(err.to_string().contains("03-broken.pgm"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(FixtureSource::from_dir(empty.path()).is_err());
+    }
+
+    #[test]
+    fn truncated_or_foreign_pgm_is_refused() {
+        let good = face_frame(Scene::default());
+        let bytes = pgm(&good);
+        assert_eq!(parse_pgm(&bytes).map(|f| f.width), Some(good.width));
+        assert!(parse_pgm(&bytes[..bytes.len() - 1]).is_none());
+        assert!(parse_pgm(b"P5\n2 2\n65535\n\0\0\0\0\0\0\0\0").is_none());
+        assert!(parse_pgm(b"").is_none());
+        assert!(parse_pgm(b"P5 99999999999999999999 2 255 ").is_none());
     }
 
     #[tokio::test]
