@@ -4,6 +4,8 @@
 //! lockout seen through `hsm`'s typed errors; a profile that does not match the module.
 
 mod common;
+#[path = "../../hsm/tests/common/openssl_ca.rs"]
+mod openssl_ca;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -547,49 +549,7 @@ async fn a_certificate_issued_for_a_token_key_is_stored_next_to_it_and_read_back
         .await
         .unwrap();
     let work = tempfile::tempdir_in(env().dir.path()).unwrap();
-    let p = |n: &str| work.path().join(n).display().to_string();
-    std::fs::write(p("req.pem"), &csr.pem).unwrap();
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-subj",
-            "/CN=Test CA",
-            "-days",
-            "2",
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &p("req.pem"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-set_serial",
-            "77",
-            "-days",
-            "2",
-            "-outform",
-            "DER",
-            "-out",
-            &p("cert.der"),
-        ],
-    ] {
-        let o = openssl(&args);
-        assert!(o.status.success(), "{}", text(&o));
-    }
-    let cert = std::fs::read(p("cert.der")).unwrap();
+    let cert = openssl_ca::issue_with_openssl(work.path(), &csr.pem);
     token.write_certificate("holder", &cert).await.unwrap();
     assert_eq!(
         token.read_certificate("holder").await.unwrap(),

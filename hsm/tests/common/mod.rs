@@ -4,13 +4,18 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hsm::pkcs11::{Pkcs11Options, Pkcs11Provider};
 use hsm::profile::ProfileSet;
 use hsm::{Pin, Token, TokenProvider, UserKind};
+
+#[path = "openssl_ca.rs"]
+mod openssl_ca;
+// Not every test binary that includes this module uses them.
+#[allow(unused_imports)]
+pub use openssl_ca::{issue_with_openssl, openssl};
 
 pub const USER_PIN: &str = "123456";
 pub const SO_PIN: &str = "87654321";
@@ -94,63 +99,4 @@ pub async fn fresh_token(provider: &Arc<Pkcs11Provider>, test: &str) -> Arc<dyn 
         .await
         .expect("login");
     token
-}
-
-pub fn openssl(args: &[&str]) -> std::process::Output {
-    Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs (install openssl)")
-}
-
-/// Issues a certificate for a CSR with a throwaway P-256 CA (openssl).
-pub fn issue_with_openssl(dir: &Path, csr_pem: &str) -> Vec<u8> {
-    let p = |n: &str| dir.join(n).display().to_string();
-    std::fs::write(dir.join("req.pem"), csr_pem).unwrap();
-    let ca = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-        "-subj",
-        "/CN=Test CA",
-        "-days",
-        "2",
-    ]);
-    assert!(
-        ca.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ca.stderr)
-    );
-    let issued = openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("req.pem"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-set_serial",
-        "4242",
-        "-days",
-        "2",
-        "-outform",
-        "DER",
-        "-out",
-        &p("cert.der"),
-    ]);
-    assert!(
-        issued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issued.stderr)
-    );
-    std::fs::read(dir.join("cert.der")).unwrap()
 }
