@@ -165,6 +165,7 @@ pub async fn serve(
         hq_recipient: Arc::new(crate::sync::HqRecipient::default()),
         ca: Arc::new(crate::ca_client::CaLink::with_config(config.ca.clone())),
         ukey_sim,
+        batches: Arc::new(crate::batch::Batches::default()),
     };
     let app = without_simulators_in_production(api::router(state.clone()), &config);
     let tracker = TaskTracker::new();
@@ -357,7 +358,7 @@ async fn open_verifier(
 
 /// The card-binding comparers: scripted stand-ins with simulated devices, else none until a
 /// licensed vendor component is installed (the page then offers the other methods).
-fn open_binding(simulated: bool) -> crate::api::verification::Binding {
+fn open_binding(simulated: bool) -> crate::workflow::verification::Binding {
     use drivers::binding::{Comparison, NoMatcher, ScriptedMatcher};
     if simulated {
         let m = ScriptedMatcher {
@@ -366,12 +367,12 @@ fn open_binding(simulated: bool) -> crate::api::verification::Binding {
                 score: 0.9,
             },
         };
-        crate::api::verification::Binding {
+        crate::workflow::verification::Binding {
             fingerprint: Box::new(m),
             face: Box::new(m),
         }
     } else {
-        crate::api::verification::Binding {
+        crate::workflow::verification::Binding {
             fingerprint: Box::new(NoMatcher),
             face: Box::new(NoMatcher),
         }
@@ -532,15 +533,14 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
         }
         if let Some(expired) = state.sessions.take_expired() {
             tracing::info!(session = %expired, "applicant session expired; discarding what it collected");
-            if let Err(e) = crate::api::sessions::discard_session(&state, &expired, "expired").await
-            {
+            if let Err(e) = state.discard_session(&expired, "expired").await {
                 tracing::warn!(error = %e.message, "discarding an expired session failed");
             }
         }
         let st = state.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let mut conn = st.store.conn().map_err(|e| e.to_string())?;
-            let now = now_ms();
+            let now = crate::clock::now_ms();
             let origin = format!("kioskd/{}", st.config.kiosk.id);
             crate::audit::checkpoint(
                 &mut conn,
@@ -563,11 +563,6 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
 }
 
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(60);
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 fn spawn_signal_listener(
     shutdown: CancellationToken,

@@ -15,7 +15,7 @@ use hsm::{KeyAlgorithm, Pin, PinState, TokenError, TokenInfo, TokenProvider, Use
 use serde::Serialize;
 use tokio::sync::{Semaphore, broadcast, watch};
 
-use crate::app::now_ms;
+use crate::clock::now_ms;
 
 /// Digits of a random initial user PIN.
 pub const USER_PIN_DIGITS: usize = 6;

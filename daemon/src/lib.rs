@@ -17,6 +17,7 @@ pub mod app;
 pub mod audit;
 pub mod batch;
 pub mod ca_client;
+pub mod clock;
 pub mod devices;
 pub mod events;
 pub mod intake;

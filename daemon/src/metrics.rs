@@ -1,21 +1,15 @@
-//! `GET /metrics` on the loopback API listener: Prometheus text exposition
-//! (`prometheus-client`) of `kioskd_*` families.
+//! The process's metrics: the `kioskd_*` families (`prometheus-client`) and their text
+//! exposition, served by the API as `GET /metrics` (`crate::api::metrics` is the HTTP side).
 //!
-//! Request-level figures come from one route layer ([`track`]) that labels by the route
-//! *template* (`/v1/sessions/{id}/ukey`), the method, the status class and the API error
-//! code: never a path with an id in it, never a body value. The only body read is the
-//! `service` of `POST /v1/sessions`, a name from the privacy catalog, kept only if the
-//! catalog declares it. Store-backed figures (outbox backlog and age, time since HQ's last
-//! ack, intake state) are read when scraped.
+//! Request-level figures are labelled by the route *template* (`/v1/sessions/{id}/ukey`),
+//! the method, the status class and the API error code: never a path with an id in it, never
+//! a body value. The only body value taken is the `service` of `POST /v1/sessions`, a name
+//! from the privacy catalog, kept only if the catalog declares it ([`service_of`]).
+//! Store-backed figures (outbox backlog and age, time since HQ's last ack, intake state) are
+//! read when scraped.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,16 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::AppState;
+use crate::workflow::Kiosk;
 
 type Labels = Vec<(&'static str, String)>;
-
-/// The API error code of a response ([`crate::api::ApiError`] attaches it).
-#[derive(Clone, Copy, Debug)]
-pub struct ErrorCode(pub &'static str);
-
-/// Largest `POST /v1/sessions` body read for its service name.
-const OPEN_BODY_LIMIT: usize = 16 * 1024;
 
 /// The process's metrics.
 pub struct Metrics {
@@ -200,8 +187,8 @@ const STEPS: &[&str] = &[
 ];
 
 /// The step a route template is part of, if it is one.
-fn step_of(method: &Method, route: &str) -> Option<&'static str> {
-    if method != Method::POST {
+fn step_of(method: &str, route: &str) -> Option<&'static str> {
+    if method != "POST" {
         return None;
     }
     Some(match route {
@@ -242,7 +229,7 @@ fn catalog() -> &'static kiosk_config::Catalog {
 }
 
 /// The service named in a `POST /v1/sessions` body, if the catalog declares it.
-fn service_of(body: &[u8]) -> String {
+pub fn service_of(body: &[u8]) -> String {
     let named = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("service")?.as_str().map(str::to_owned));
@@ -253,59 +240,41 @@ fn service_of(body: &[u8]) -> String {
     }
 }
 
-/// The route layer: times and counts every routed request.
-pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let Some(route) = matched.map(|m| m.as_str().to_owned()) else {
-        return next.run(req).await;
-    };
-    let method = req.method().clone();
-    let (req, service) = if method == Method::POST && route == "/v1/sessions" {
-        let (parts, body) = req.into_parts();
-        match axum::body::to_bytes(body, OPEN_BODY_LIMIT).await {
-            Ok(bytes) => {
-                let service = service_of(&bytes);
-                (Request::from_parts(parts, Body::from(bytes)), Some(service))
-            }
-            Err(_) => {
-                return crate::api::ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is too large",
-                )
-                .into_response();
-            }
-        }
-    } else {
-        (req, None)
-    };
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let status = response.status();
+/// One routed request that ended: its route template, method, status, how long it took,
+/// the service a `POST /v1/sessions` named (see [`service_of`]) and its API error code.
+pub struct Observed<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub status: u16,
+    pub elapsed: f64,
+    pub service: Option<String>,
+    pub error_code: Option<&'static str>,
+}
+
+/// Count and time one routed request.
+pub fn observe(o: Observed<'_>) {
+    let (route, method, elapsed) = (o.route, o.method, o.elapsed);
+    let success = (200..300).contains(&o.status);
     let m = global();
     m.requests
         .get_or_create(&vec![
-            ("route", route.clone()),
-            ("method", method.as_str().to_owned()),
-            ("status", format!("{}xx", status.as_u16() / 100)),
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", format!("{}xx", o.status / 100)),
         ])
         .inc();
-    if let Some(service) = service {
-        let outcome = if status.is_success() {
-            "opened"
-        } else {
-            "refused"
-        };
+    if let Some(service) = o.service {
+        let outcome = if success { "opened" } else { "refused" };
         m.sessions
             .get_or_create(&vec![("service", service), ("outcome", outcome.into())])
             .inc();
     }
-    if let Some(step) = step_of(&method, &route) {
+    if let Some(step) = step_of(method, route) {
         m.steps
             .get_or_create(&vec![("step", step.to_owned())])
             .observe(elapsed);
         if step == "issuance" {
-            let outcome = if status.is_success() {
+            let outcome = if success {
                 m.issuance.observe(elapsed);
                 "issued"
             } else {
@@ -316,7 +285,7 @@ pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Re
                 .inc();
         }
     }
-    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>().copied() {
+    if let Some(code) = o.error_code {
         m.errors
             .get_or_create(&vec![("kind", kind_of(code).into()), ("code", code.into())])
             .inc();
@@ -324,11 +293,10 @@ pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Re
             m.pin_lockouts.inc();
         }
     }
-    response
 }
 
 /// Outbox figures read from the store when scraped.
-fn refresh_store(state: &AppState) {
+fn refresh_store(state: &Kiosk) {
     let m = global();
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     if let Ok(status) = crate::sync::status(&state.store) {
@@ -360,33 +328,18 @@ fn refresh_store(state: &AppState) {
     }
 }
 
-/// `GET /metrics`.
-pub async fn render(State(state): State<AppState>) -> Response {
+/// The text exposition of every family, with the scraped figures read now (blocking: call
+/// it off the async runtime).
+pub fn render(state: &Kiosk) -> Result<String, std::fmt::Error> {
     let m = global();
-    let store_dir = state
-        .store
-        .path()
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let open = crate::intake::check(&store_dir, state.config.store.min_free_bytes).is_ok();
+    let open = crate::intake::check(&state.store_dir(), state.config.store.min_free_bytes).is_ok();
     m.intake_open.set(i64::from(open));
     m.session_active.set(i64::from(state.sessions.active()));
     m.uptime.set(state.started.elapsed().as_secs_f64());
-    let st = state.clone();
-    let _ = tokio::task::spawn_blocking(move || refresh_store(&st)).await;
+    refresh_store(state);
     let mut out = String::new();
-    if encode(&mut out, &m.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    encode(&mut out, &m.registry)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -406,14 +359,11 @@ mod tests {
             "/v1/sessions/{id}/sign",
             "/v1/sessions/{id}/certificate/{action}",
         ] {
-            let step = step_of(&Method::POST, route).unwrap();
+            let step = step_of("POST", route).unwrap();
             assert!(STEPS.contains(&step), "{step}");
         }
-        assert_eq!(
-            step_of(&Method::POST, "/v1/sessions/{id}/ukey"),
-            Some("issuance")
-        );
-        assert_eq!(step_of(&Method::GET, "/v1/sessions/{id}/ukey"), None);
+        assert_eq!(step_of("POST", "/v1/sessions/{id}/ukey"), Some("issuance"));
+        assert_eq!(step_of("GET", "/v1/sessions/{id}/ukey"), None);
         assert_eq!(kind_of("pin_locked"), "token");
         assert_eq!(kind_of("card_not_present"), "device");
         assert_eq!(kind_of("store_unavailable"), "store");

@@ -177,8 +177,14 @@ impl StaffAuth {
         let (store, serial, limit) = (self.store.clone(), serial.to_string(), self.limit);
         let r = tokio::task::spawn_blocking(move || {
             let mut conn = store.conn().map_err(|e| StaffError::Store(e.to_string()))?;
-            pin_attempts::reserve(&mut conn, Kind::Staff, &serial, crate::app::now_ms(), limit)
-                .map_err(|e| StaffError::Store(e.to_string()))
+            pin_attempts::reserve(
+                &mut conn,
+                Kind::Staff,
+                &serial,
+                crate::clock::now_ms(),
+                limit,
+            )
+            .map_err(|e| StaffError::Store(e.to_string()))
         })
         .await
         .map_err(|e| StaffError::Store(e.to_string()))??;

@@ -244,7 +244,7 @@ fn a_new_session_or_a_restart_does_not_reset_the_ukey_pin_count() {
     let seed = matching_seed();
     let (id, token) = verified(&k, "cert_application", seed);
     let path = format!("/v1/sessions/{id}/ukey");
-    for _ in 0..kioskd::api::ukey::MAX_PIN_FAILURES_PER_SESSION {
+    for _ in 0..kioskd::workflow::ukey::MAX_PIN_FAILURES_PER_SESSION {
         let (status, body) = post(&k, &path, &token, json!({ "pin": "000000" }));
         assert_eq!(status, 403, "{body}");
     }
@@ -314,7 +314,7 @@ fn concurrent_wrong_ukey_pins_cannot_exceed_the_limit() {
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(
         tried,
-        kioskd::api::ukey::MAX_PIN_FAILURES_PER_SESSION as usize,
+        kioskd::workflow::ukey::MAX_PIN_FAILURES_PER_SESSION as usize,
         "{statuses:?}"
     );
     assert_eq!(tried + refused, 16, "{statuses:?}");

@@ -303,7 +303,7 @@ fn wrong_pins_lock_out_an_absent_ukey_is_named_and_a_cancel_leaves_nothing() {
     let (id, token) = verified_applicant(&k, seed);
     let path = format!("/v1/sessions/{id}/ukey");
     let mut last_left = u64::MAX;
-    for _ in 0..kioskd::api::ukey::MAX_PIN_FAILURES_PER_SESSION {
+    for _ in 0..kioskd::workflow::ukey::MAX_PIN_FAILURES_PER_SESSION {
         let (status, body) = post(&k, &path, &token, json!({ "pin": "000000" }));
         assert_eq!(status, 403, "{body}");
         let left = body["error"]["details"]["retries_left"].as_u64().unwrap();
@@ -748,7 +748,7 @@ fn an_enterprise_agent_is_verified_as_an_individual_and_a_card_pulled_mid_read_l
                 &"0123456789ABCDEFGHJKLMNPQRTUWXY"[i..i + 1]
             )
         })
-        .find(|c| kioskd::api::enterprise::is_credit_code(c))
+        .find(|c| kioskd::workflow::enterprise::is_credit_code(c))
         .unwrap();
     let wrong = if code.ends_with('0') {
         "91350100M000100Y41"

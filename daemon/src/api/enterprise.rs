@@ -1,62 +1,17 @@
-//! `POST /v1/sessions/{id}/enterprise`: for an enterprise certificate, the agent — read and
-//! verified as an individual first — declares the enterprise's name, unified social credit
-//! code (GB 32100, its check character verified) and legal representative. They are taken as
-//! declared, kept in the session's memory and go with the record through the minimizer.
+//! `POST /v1/sessions/{id}/enterprise`: the enterprise's declared fields
+//! ([`crate::workflow::enterprise`]).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
 
-use super::sessions::session_of;
-use super::verification::{require_consent, require_ready};
+use super::extract::applicant;
 use super::{ApiError, AppState};
-use crate::privacy::Personal;
-use crate::workflow::plan::{ENTERPRISE_SERVICE, Step};
+use crate::workflow::enterprise::{Declaration, Declared};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/sessions/{id}/enterprise", post(declare))
-}
-
-#[derive(Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-struct Declaration {
-    enterprise_name: String,
-    credit_code: String,
-    legal_rep_name: String,
-}
-
-/// The characters of a unified social credit code (GB 32100-2015: no I, O, S, V, Z).
-const CREDIT_CHARSET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-const CREDIT_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
-
-/// Whether `code` is a well-formed unified social credit code with the right check character.
-pub fn is_credit_code(code: &str) -> bool {
-    let values: Option<Vec<u32>> = code
-        .chars()
-        .map(|c| CREDIT_CHARSET.find(c).map(|i| i as u32))
-        .collect();
-    let Some(values) = values else {
-        return false;
-    };
-    if values.len() != 18 {
-        return false;
-    }
-    let sum: u32 = values[..17]
-        .iter()
-        .zip(CREDIT_WEIGHTS)
-        .map(|(v, w)| v * w)
-        .sum();
-    (31 - sum % 31) % 31 == values[17]
-}
-
-fn plain_text(v: &str) -> bool {
-    let n = v.chars().count();
-    (1..=100).contains(&n) && !v.chars().any(char::is_control)
 }
 
 async fn declare(
@@ -64,92 +19,7 @@ async fn declare(
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<Declaration>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let session = session_of(&state, &headers, &id)?;
-    if session.service != ENTERPRISE_SERVICE {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "wrong_service",
-            "enterprise fields belong to the enterprise certificate application",
-        ));
-    }
-    require_ready(&state, &session, Step::Enterprise)?;
-    let invalid = |item: &str, why: &str| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            why.to_string(),
-        )
-        .with_details(json!({ "item": item }))
-    };
-    if !plain_text(&body.enterprise_name) {
-        return Err(invalid(
-            "enterprise_name",
-            "the enterprise name is 1 to 100 characters",
-        ));
-    }
-    if !plain_text(&body.legal_rep_name) {
-        return Err(invalid(
-            "legal_rep_name",
-            "the representative's name is 1 to 100 characters",
-        ));
-    }
-    if !is_credit_code(&body.credit_code) {
-        return Err(invalid(
-            "credit_code",
-            "not a unified social credit code (18 characters, check character per GB 32100)",
-        ));
-    }
-    for item in ["enterprise_name", "credit_code", "legal_rep_name"] {
-        require_consent(&state, &session, item).await?;
-    }
-    let declared = vec![
-        Personal::new("enterprise_name", body.enterprise_name.as_str()),
-        Personal::new("credit_code", body.credit_code.as_str()),
-        Personal::new("legal_rep_name", body.legal_rep_name.as_str()),
-    ];
-    let shown: serde_json::Map<String, serde_json::Value> = declared
-        .iter()
-        .map(|p| (p.item().to_string(), json!(p.masked(&state.catalog))))
-        .collect();
-    let mut typed = state.memory.typed(&session.id);
-    typed.retain(|p| !crate::workflow::plan::ENTERPRISE_ITEMS.contains(&p.item()));
-    typed.extend(declared);
-    state.memory.put_typed(&session.id, typed);
-    state.memory.complete(&session.id, Step::Enterprise);
-    crate::api::sessions::record_event(
-        &state,
-        crate::audit::Actor::Applicant(session.id.clone()),
-        "enterprise.declared",
-        None,
-        json!({ "items": crate::workflow::plan::ENTERPRISE_ITEMS }),
-    )
-    .await?;
-    Ok(Json(json!({ "declared": shown })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credit_codes_are_checked_by_their_check_character() {
-        // Built from 17 characters with the GB 32100 weights, then every other final character.
-        let body = "91350100M000100Y4";
-        let check = (0..31)
-            .find(|c| is_credit_code(&format!("{body}{}", &CREDIT_CHARSET[*c..*c + 1])))
-            .expect("one check character fits");
-        let good = format!("{body}{}", &CREDIT_CHARSET[check..check + 1]);
-        assert!(is_credit_code(&good));
-        let wrong = format!(
-            "{body}{}",
-            &CREDIT_CHARSET[(check + 1) % 31..(check + 1) % 31 + 1]
-        );
-        assert!(!is_credit_code(&wrong));
-        assert!(!is_credit_code("91350100M000100Y4"), "too short");
-        assert!(
-            !is_credit_code("91350100M000100YIO"),
-            "I and O are not in the charset"
-        );
-    }
+) -> Result<Json<Declared>, ApiError> {
+    let session = applicant(&state, &headers, &id)?;
+    Ok(Json(state.declare_enterprise(&session, body).await?))
 }

@@ -1,10 +1,14 @@
 //! API errors: a stable machine-readable code, an HTTP status and a human message.
-//! Internal details (SQL, paths) are logged, not returned.
+//! Internal details (SQL, paths) are logged, not returned. A use case's
+//! [`Error`] maps here by its kind; this is the only place that knows HTTP statuses
+//! of refusals.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::workflow::{Error, ErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -64,37 +68,56 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        response
-            .extensions_mut()
-            .insert(crate::metrics::ErrorCode(self.code));
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the kiosk store is unavailable",
-        )
+/// The API error code of a response, for the metrics layer ([`ApiError`] attaches it).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Locked => StatusCode::LOCKED,
+            ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            code: e.code,
+            message: e.message,
+            details: e.details,
+        }
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        crate::store::StoreError::from(e).into()
-    }
+/// Everything a use case's error converts from converts to an API error the same way.
+macro_rules! through_workflow {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                Error::from(e).into()
+            }
+        }
+    )*};
 }
 
-impl From<crate::audit::AuditError> for ApiError {
-    fn from(e: crate::audit::AuditError) -> Self {
-        tracing::error!(error = %e, "audit log write failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log could not be written; nothing was changed",
-        )
-    }
-}
+through_workflow!(
+    crate::store::StoreError,
+    rusqlite::Error,
+    crate::audit::AuditError,
+    crate::session::SessionError,
+    crate::staff::StaffError,
+);

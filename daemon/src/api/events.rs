@@ -15,7 +15,7 @@ use axum::routing::get;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::sessions::session_of;
+use super::extract::applicant;
 use super::{ApiError, AppState};
 use crate::events::for_session;
 
@@ -31,7 +31,7 @@ async fn stream(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let session = session_of(&state, &headers, &id)?;
+    let session = applicant(&state, &headers, &id)?;
     let rx = state.events.subscribe();
     let first = Event::default()
         .event("hello")

@@ -110,7 +110,7 @@ pub fn fill(
         let end = (n + per_tx.max(1)).min(first + count);
         for i in n..end {
             let values = applicant(tag, i);
-            let at = crate::app::now_ms();
+            let at = crate::clock::now_ms();
             let id = values
                 .iter()
                 .find(|v| v.item() == "id_number")
