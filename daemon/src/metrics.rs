@@ -1,5 +1,5 @@
 //! The process's metrics: the `kioskd_*` families (`prometheus-client`) and their text
-//! exposition, served by the API as `GET /metrics` (`crate::api::metrics` is the HTTP side).
+//! exposition, served by the API as `GET /metrics` (the API's `metrics` module is the HTTP side).
 //!
 //! Request-level figures are labelled by the route *template* (`/v1/sessions/{id}/ukey`),
 //! the method, the status class and the API error code: never a path with an id in it, never

@@ -4,7 +4,7 @@
 //! reveal, rights completion, batch issuance). Each use case is a function on [`Kiosk`], the
 //! type that holds the dependencies (store, tokens, devices, CA link, sealer, events), with
 //! typed inputs, typed outcomes and one error type, [`Error`]. None of them knows HTTP: the
-//! API (`crate::api`) and any other front door only authenticate, decode, call one use case
+//! API (the `api` module) and any other front door only authenticate, decode, call one use case
 //! and map its outcome.
 //!
 //! Each step checks the session's consent against the catalog before it collects anything,
@@ -12,7 +12,7 @@
 //! what it did in the audit log in the same transaction as the data it stores.
 //!
 //! May call: the store, privacy, audit, tokens (`hsm`), devices (`drivers`), sync, the CA
-//! client. Must never call: `crate::api`, `crate::app` (they call it).
+//! client. Must never call: the `api` and `app` modules (they call it).
 
 pub mod batches;
 pub mod certificate;

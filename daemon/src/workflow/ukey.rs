@@ -1,8 +1,8 @@
 //! The applicant's UKEY: finding the one inserted (never the kiosk's own tokens), its
 //! status, and the holder's login. PINs are zeroized, tried once per request (never retried
 //! by the kiosk) and limited per UKEY serial in the store on top of the token's own counter;
-//! the PIN state goes to the events stream. The certificate use cases on it are in
-//! [`super::certificate`].
+//! the PIN state goes to the events stream. The certificate use cases on it are in the
+//! `certificate` module.
 
 use std::sync::Arc;
 
