@@ -268,12 +268,7 @@ const st = {
   lastPing: 0,
 };
 
-const $ = (id) => document.getElementById(id);
-function t(key, params) {
-  let s = TEXT[st.lang][key] ?? TEXT.zh[key] ?? key;
-  for (const [k, v] of Object.entries(params || {})) s = s.replaceAll(`{${k}}`, v);
-  return s;
-}
+const t = translator(TEXT, () => st.lang);
 // Catalog labels are "中文 / English"; English ones start lower-case, which
 // stays inside a sentence (`inline`) and is capitalised on its own.
 function label(s, inline = false) {
@@ -294,12 +289,6 @@ function purposeText(s) {
 function itemLabel(item) {
   const it = st.session && st.session.items.find((i) => i.item === item);
   return it ? label(it.label, true) : item;
-}
-function el(tag, props, ...children) {
-  const e = document.createElement(tag);
-  Object.assign(e, props || {});
-  e.append(...children);
-  return e;
 }
 const listSep = () => (st.lang === "zh" ? "、" : ", ");
 

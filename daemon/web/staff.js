@@ -111,18 +111,7 @@ const GROUNDS = ["identity_not_verified", "legal_retention", "abuse_of_rights", 
 const REVEAL_SHOWN_SECS = 30;
 
 const st = { lang: "zh", token: null, who: null, status: null, devices: null, audit: null, subjects: [], batch: null, pins: [], abort: null, algorithmChosen: false };
-const $ = (id) => document.getElementById(id);
-function t(key, params) {
-  let s = TEXT[st.lang][key] ?? TEXT.zh[key] ?? key;
-  for (const [k, v] of Object.entries(params || {})) s = s.replaceAll(`{${k}}`, v);
-  return s;
-}
-function el(tag, props, ...children) {
-  const e = document.createElement(tag);
-  Object.assign(e, props || {});
-  e.append(...children);
-  return e;
-}
+const t = translator(TEXT, () => st.lang);
 const fmtTime = (ms) => (ms == null ? t("never") : new Date(ms).toLocaleString(st.lang === "zh" ? "zh-CN" : "en-GB"));
 
 // ------------------------------------------------------------------ API

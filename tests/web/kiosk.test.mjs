@@ -149,7 +149,7 @@ class Run {
 async function serveDevAssets(context) {
   const files = { "/": ["kiosk.html", "text/html"], "/assets/kiosk.js": ["kiosk.js", "text/javascript"], "/assets/kiosk.css": ["kiosk.css", "text/css"],
     "/staff": ["staff.html", "text/html"], "/assets/staff.js": ["staff.js", "text/javascript"], "/assets/staff.css": ["staff.css", "text/css"],
-    "/assets/sse.js": ["sse.js", "text/javascript"] };
+    "/assets/sse.js": ["sse.js", "text/javascript"], "/assets/ui.js": ["ui.js", "text/javascript"] };
   await context.route((url) => url.pathname in files, async (route) => {
     const [file, type] = files[new URL(route.request().url()).pathname];
     const upstream = await route.fetch();

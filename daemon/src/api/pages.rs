@@ -22,6 +22,7 @@ const STAFF_HTML: &str = include_str!("../../web/staff.html");
 const STAFF_JS: &str = include_str!("../../web/staff.js");
 const STAFF_CSS: &str = include_str!("../../web/staff.css");
 const SSE_JS: &str = include_str!("../../web/sse.js");
+const UI_JS: &str = include_str!("../../web/ui.js");
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/staff.js", get(|| asset(JS, STAFF_JS)))
         .route("/assets/staff.css", get(|| asset(CSS, STAFF_CSS)))
         .route("/assets/sse.js", get(|| asset(JS, SSE_JS)))
+        .route("/assets/ui.js", get(|| asset(JS, UI_JS)))
 }
 
 /// What the page adapts to.
