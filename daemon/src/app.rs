@@ -508,6 +508,11 @@ fn start_sync(
     shutdown: CancellationToken,
 ) {
     let config = loaded.config.clone();
+    // An SM2 kiosk's local HQ issues with an SM2 CA, as Chinese CAs do.
+    let local_issuing_ca = match config.ukey.algorithm {
+        kiosk_config::UkeyAlgorithm::P256 => "p256",
+        kiosk_config::UkeyAlgorithm::Sm2 => "sm2",
+    };
     let link = crate::sync::hq_client::SyncLink {
         hq: config.hq.clone(),
         kiosk_id: config.kiosk.id.clone(),
@@ -517,6 +522,7 @@ fn start_sync(
         signer: state.keys.signer.clone(),
         recipient: state.hq_recipient.clone(),
         ca: Some(state.ca.clone()),
+        local_issuing_ca,
     };
     tracker.spawn(crate::sync::hq_client::run(link, shutdown));
 }

@@ -35,6 +35,27 @@ pub enum DevPkiError {
     Key(String),
 }
 
+/// The key type of the demo issuing CA (the kiosk's `[ukey] algorithm`: a CA issuing SM2
+/// certificates signs with SM2 itself, as Chinese CAs do).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IssuingAlgorithm {
+    #[default]
+    P256,
+    Sm2,
+}
+
+impl std::str::FromStr for IssuingAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "p256" => Ok(Self::P256),
+            "sm2" => Ok(Self::Sm2),
+            other => Err(format!("no issuing CA algorithm {other:?} (p256 or sm2)")),
+        }
+    }
+}
+
 /// Paths of everything [`generate`] wrote.
 #[derive(Clone, Debug)]
 pub struct DevPki {
@@ -161,6 +182,34 @@ impl DevPki {
             write(cert, ca_cert.pem().as_bytes(), false)?;
         }
         Ok((cert.clone(), key.clone()))
+    }
+
+    /// The issuing CA of applicants' certificates for `algorithm`: the P-256 one of
+    /// [`DevPki::issuing_ca`], or an SM2 one (`hq-issuing-ca-sm2.pem`, its key PKCS#8 PEM,
+    /// signing SM2-with-SM3 with the default distinguishing id), each created the first time
+    /// and kept. Returns `(cert, key)` paths.
+    pub fn issuing_ca_for(
+        &self,
+        algorithm: IssuingAlgorithm,
+    ) -> Result<(PathBuf, PathBuf), DevPkiError> {
+        if algorithm == IssuingAlgorithm::P256 {
+            return self.issuing_ca();
+        }
+        let dir = self.issuing_ca_cert.parent().unwrap_or(Path::new("."));
+        let (cert, key) = (
+            dir.join("hq-issuing-ca-sm2.pem"),
+            dir.join("hq-issuing-ca-sm2-key.pem"),
+        );
+        if !(cert.is_file() && key.is_file()) {
+            let (cert_pem, key_pem) = crate::ca::generate_sm2_ca(
+                "CN=kioskd demo SM2 issuing CA,O=kioskd demo,C=CN",
+                std::time::Duration::from_secs(3650 * 24 * 3600),
+            )
+            .map_err(|e| DevPkiError::Key(e.to_string()))?;
+            write(&key, key_pem.as_bytes(), true)?;
+            write(&cert, cert_pem.as_bytes(), false)?;
+        }
+        Ok((cert, key))
     }
 
     /// The client certificate and key of `kiosk_id` (`kiosk-<id>.pem`, `kiosk-<id>-key.pem`

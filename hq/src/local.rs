@@ -113,24 +113,33 @@ impl LocalHq {
         let cluster = blocking(TempCluster::start).await?;
         let database_url = cluster.create_database("hq").await?;
         let pki = dev_pki::generate(pki_dir)?;
-        Self::serve(cluster, database_url, pki).await
+        Self::serve(cluster, database_url, pki, dev_pki::IssuingAlgorithm::P256).await
     }
 
     /// The daemon's local HQ: like [`LocalHq::start`] but everything is kept in `dir`
     /// (`pki/`, `pg/`) and found again on the next start, so records, the kiosk's batch chain
     /// and HQ's keys survive restarts.
     pub async fn open(dir: &Path) -> Result<Self, LocalHqError> {
+        Self::open_issuing(dir, dev_pki::IssuingAlgorithm::P256).await
+    }
+
+    /// [`LocalHq::open`] with the issuing CA of `algorithm` (an SM2 kiosk gets an SM2 CA).
+    pub async fn open_issuing(
+        dir: &Path,
+        algorithm: dev_pki::IssuingAlgorithm,
+    ) -> Result<Self, LocalHqError> {
         let pg_dir = dir.join("pg");
         let cluster = blocking(move || TempCluster::open_kept(&pg_dir)).await?;
         let database_url = ensure_database(&cluster, "hq").await?;
         let pki = dev_pki::load_or_generate(&dir.join("pki"))?;
-        Self::serve(cluster, database_url, pki).await
+        Self::serve(cluster, database_url, pki, algorithm).await
     }
 
     async fn serve(
         cluster: TempCluster,
         database_url: String,
         pki: DevPki,
+        algorithm: dev_pki::IssuingAlgorithm,
     ) -> Result<Self, LocalHqError> {
         let (mut client, conn) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
             .await
@@ -157,7 +166,7 @@ impl LocalHq {
             &read(&pki.server_cert)?,
             &read(&pki.server_key)?,
         )?;
-        let (ca_cert, ca_key) = pki.issuing_ca()?;
+        let (ca_cert, ca_key) = pki.issuing_ca_for(algorithm)?;
         let ca = crate::ca::CaService::new(
             crate::ca::Issuer::load(&ca_cert, &ca_key, crate::ca::DEFAULT_VALIDITY)?,
             ingestor.pool().clone(),

@@ -205,6 +205,10 @@ enum Cmd {
         /// The kiosk's device-key verifier JSON (`algorithm`, `public_key_hex`, `sm2_distid`).
         #[arg(long)]
         kiosk_verifier: PathBuf,
+        /// Key type of the demo issuing CA: `p256`, or `sm2` for a kiosk issuing SM2
+        /// certificates (the CA then signs SM2-with-SM3).
+        #[arg(long, default_value = "p256")]
+        issuing_ca: hq_ingest::dev_pki::IssuingAlgorithm,
     },
     /// Write a demo PKI (CA, server and kiosk certificates, HQ keys) into a directory.
     DevPki {
@@ -411,8 +415,9 @@ async fn main() -> anyhow::Result<()> {
             dir,
             kiosk_id,
             kiosk_verifier,
+            issuing_ca,
         } => {
-            if let Err(e) = run_local(&dir, &kiosk_id, &kiosk_verifier).await {
+            if let Err(e) = run_local(&dir, &kiosk_id, &kiosk_verifier, issuing_ca).await {
                 // Where kioskd waits for the ready line: one line saying why, nothing more
                 // (kioskd logs it once, not once per retry).
                 let why = match e.downcast_ref::<hq_ingest::local::LocalHqError>() {
@@ -480,13 +485,14 @@ async fn run_local(
     dir: &std::path::Path,
     kiosk_id: &str,
     kiosk_verifier: &std::path::Path,
+    issuing_ca: hq_ingest::dev_pki::IssuingAlgorithm,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let text = std::fs::read_to_string(kiosk_verifier)
         .with_context(|| format!("reading {}", kiosk_verifier.display()))?;
     let verifier = keys::verifier_from_json(&text)?;
     let mut term = signal(SignalKind::terminate())?;
-    let hq = hq_ingest::local::LocalHq::open(dir).await?;
+    let hq = hq_ingest::local::LocalHq::open_issuing(dir, issuing_ca).await?;
     hq.register_kiosk(kiosk_id, &verifier).await?;
     let (client_cert, client_key) = hq.pki.kiosk_files(kiosk_id)?;
     let ready = records::client::LocalHqReady {

@@ -176,6 +176,8 @@ pub struct SyncLink {
     pub recipient: Arc<super::HqRecipient>,
     /// Given the CA client once HQ is reachable (`[ca]` overrides HQ's URL and CA).
     pub ca: Option<Arc<crate::ca_client::CaLink>>,
+    /// Key type of the local HQ's issuing CA (`p256`, or `sm2` for a kiosk issuing SM2).
+    pub local_issuing_ca: &'static str,
 }
 
 /// Public file with the device key's verifier JSON (register it at HQ).
@@ -345,7 +347,7 @@ async fn run_local(
     loop {
         let started = tokio::select! {
             _ = cancel.cancelled() => return,
-            s = LocalHqProcess::start(&binary, &link.data_dir, &link.kiosk_id, verifier_json) => s,
+            s = LocalHqProcess::start_issuing(&binary, &link.data_dir, &link.kiosk_id, verifier_json, link.local_issuing_ca) => s,
         };
         let wait = match started {
             Err(e @ LocalHqError::Missing(_)) => {

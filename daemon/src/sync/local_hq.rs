@@ -83,6 +83,18 @@ impl LocalHqProcess {
         kiosk_id: &str,
         verifier_json: &str,
     ) -> Result<Self, LocalHqError> {
+        Self::start_issuing(binary, data_dir, kiosk_id, verifier_json, "p256").await
+    }
+
+    /// [`LocalHqProcess::start`] with the local CA issuing with `issuing_ca` (`p256` or `sm2`,
+    /// as the kiosk's `[ukey] algorithm`).
+    pub async fn start_issuing(
+        binary: &Path,
+        data_dir: &Path,
+        kiosk_id: &str,
+        verifier_json: &str,
+        issuing_ca: &str,
+    ) -> Result<Self, LocalHqError> {
         let dir = data_dir.join("hq-local");
         let verifier = dir.join("kiosk-verifier.json");
         std::fs::create_dir_all(&dir)
@@ -99,6 +111,8 @@ impl LocalHqProcess {
             .arg(kiosk_id)
             .arg("--kiosk-verifier")
             .arg(&verifier)
+            .arg("--issuing-ca")
+            .arg(issuing_ca)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
