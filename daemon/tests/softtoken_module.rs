@@ -12,30 +12,8 @@ const KIOSKCTL: &str = env!("CARGO_BIN_EXE_kioskctl");
 const KIOSKD: &str = common::KIOSKD;
 const DISTID: &str = "1234567812345678";
 
-/// Builds the module into this test's target directory (a no-op when it is fresh).
 fn module_path() -> PathBuf {
-    let profile_dir = Path::new(KIOSKCTL)
-        .parent()
-        .expect("kioskctl in <target>/<profile>");
-    let target = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "softtoken",
-            "--lib",
-            "--target-dir",
-        ])
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p softtoken failed");
-    let so = profile_dir.join("libkiosk_softtoken.so");
-    assert!(so.exists(), "{} missing", so.display());
-    so
+    common::softtoken_module()
 }
 
 fn show(o: &Output) -> String {

@@ -805,3 +805,197 @@ fn an_enterprise_agent_is_verified_as_an_individual_and_a_card_pulled_mid_read_l
     let logs = k.stop();
     assert_logs_clean(&logs, &["测试乙", "13900139000"]);
 }
+
+/// An SM2 UKEY on the project's PKCS#11 module (`libkiosk_softtoken.so` numbering SM2 as the
+/// `sansec` vendor profile: the kiosk hands the token the SM3 digest with Z_A, the token
+/// answers raw r‖s): the applicant's application issues an SM2 certificate from the local
+/// HQ's SM2 issuing CA; `pkcs11-tool` reads it back from the token, `openssl verify` chains it
+/// to the CA, and a document the holder signs at the kiosk verifies with `openssl dgst -sm3`
+/// and the default distinguishing id.
+#[test]
+fn an_sm2_application_on_the_pkcs11_module_chains_to_the_sm2_ca_and_verifies_with_openssl() {
+    const DISTID: &str = "1234567812345678";
+    let module = common::softtoken_module();
+    let dir = data_dir();
+    let store = dir.path().join("softtoken");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(
+        store.join("softtoken.toml"),
+        "slots = 2\nprofile = \"sansec\"\nkdf_iterations = 5000\n",
+    )
+    .unwrap();
+    // The applicant's UKEY as staff hand it out: initialised, with its user PIN.
+    let init = Command::new(env!("CARGO_BIN_EXE_kioskctl"))
+        .args(["token", "init", "--module"])
+        .arg(&module)
+        .args(["--token", UKEY_LABEL])
+        .env("KIOSK_SOFTTOKEN_DIR", &store)
+        .env("KIOSK_SO_PIN", SO_PIN)
+        .env("KIOSK_PIN", USER_PIN)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let config = format!(
+        "{}vendor_profile = \"sansec\"\nalgorithm = \"sm2\"\nsm2_distid = \"{DISTID}\"\n",
+        config(&module)
+    );
+    let k = Kioskd::start_with_env(dir.path(), &config, &[("KIOSK_SOFTTOKEN_DIR", &store)]);
+    wait_for_ca_link(&k, Duration::from_secs(120));
+    let (id, token) = verified_applicant(&k, matching_seed());
+    let (status, issued) = post(
+        &k,
+        &format!("/v1/sessions/{id}/ukey"),
+        &token,
+        json!({ "pin": USER_PIN }),
+    );
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["certificate"]["algorithm"], "sm2", "{issued}");
+    assert_eq!(issued["form_signature"]["verified"], true);
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+
+    // The holder signs a document at the kiosk with the new key.
+    let (id, token) = open_session(&k, "certificate_use");
+    consent(&k, &id, &token, json!(["pin"]));
+    let document = "合同 #43: SM2 on a PKCS#11 UKEY".as_bytes();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, document);
+    let (status, signed) = post(
+        &k,
+        &format!("/v1/sessions/{id}/sign"),
+        &token,
+        json!({ "pin": USER_PIN, "document_b64": b64 }),
+    );
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["algorithm"], "sm2");
+    let signature = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        signed["signature_b64"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
+            .0,
+        204
+    );
+    k.stop();
+
+    // OpenSC's pkcs11-tool reads the certificate back from the token.
+    let work = dir.path();
+    let cert_der = work.join("holder.der");
+    let read = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&module)
+        .args([
+            "--token-label",
+            UKEY_LABEL,
+            "--read-object",
+            "--type",
+            "cert",
+        ])
+        .args(["--label", "holder-sign", "--output-file"])
+        .arg(&cert_der)
+        .env("KIOSK_SOFTTOKEN_DIR", &store)
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "pkcs11-tool: {}{}",
+        String::from_utf8_lossy(&read.stdout),
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let cert_pem = work.join("holder.pem");
+    openssl(&[
+        &os("x509"),
+        &os("-inform"),
+        &os("DER"),
+        &os("-in"),
+        cert_der.as_os_str(),
+        &os("-out"),
+        cert_pem.as_os_str(),
+    ]);
+    let text = openssl(&[
+        &os("x509"),
+        &os("-in"),
+        cert_pem.as_os_str(),
+        &os("-text"),
+        &os("-noout"),
+    ]);
+    assert!(text.contains("SM2"), "an SM2 certificate: {text}");
+    // It chains to the local HQ's SM2 issuing CA: OpenSSL 3.0 checks an SM2 certificate
+    // signature only with the distinguishing id named (GM/T 0015's default here), and a
+    // different id must fail.
+    let ca = work.join("hq-local/pki/hq-issuing-ca-sm2.pem");
+    assert!(ca.is_file(), "the local HQ issued with its SM2 CA");
+    let distid = format!("distid:{DISTID}");
+    let verified = openssl(&[
+        &os("verify"),
+        &os("-vfyopt"),
+        &os(&distid),
+        &os("-CAfile"),
+        ca.as_os_str(),
+        cert_pem.as_os_str(),
+    ]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let wrong_id = Command::new("openssl")
+        .args(["verify", "-vfyopt", "distid:8765432112345678", "-CAfile"])
+        .arg(&ca)
+        .arg(&cert_pem)
+        .output()
+        .unwrap();
+    assert!(!wrong_id.status.success(), "another id must not verify");
+    // The kiosk's signature verifies with the certificate's key and the default id.
+    let public = work.join("holder-pub.pem");
+    let (doc, sig) = (work.join("document.bin"), work.join("document.sig"));
+    std::fs::write(&doc, document).unwrap();
+    std::fs::write(&sig, &signature).unwrap();
+    openssl(&[
+        &os("x509"),
+        &os("-in"),
+        cert_pem.as_os_str(),
+        &os("-pubkey"),
+        &os("-noout"),
+        &os("-out"),
+        public.as_os_str(),
+    ]);
+    let dgst = openssl(&[
+        &os("dgst"),
+        &os("-sm3"),
+        &os("-verify"),
+        public.as_os_str(),
+        &os("-sigopt"),
+        &os(&distid),
+        &os("-signature"),
+        sig.as_os_str(),
+        doc.as_os_str(),
+    ]);
+    assert!(dgst.contains("Verified OK"), "{dgst}");
+    // Another document does not verify with that signature.
+    std::fs::write(&doc, b"another document").unwrap();
+    let other = Command::new("openssl")
+        .args(["dgst", "-sm3", "-verify"])
+        .arg(&public)
+        .args(["-sigopt", &distid, "-signature"])
+        .arg(&sig)
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+}

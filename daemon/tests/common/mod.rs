@@ -280,6 +280,32 @@ pub fn softhsm_module() -> PathBuf {
     .expect("libsofthsm2.so not found: install softhsm2")
 }
 
+/// The project's PKCS#11 module `libkiosk_softtoken.so`, built into this test's target
+/// directory (a no-op when it is fresh).
+pub fn softtoken_module() -> PathBuf {
+    let kioskd = Path::new(KIOSKD);
+    let profile_dir = kioskd.parent().expect("kioskd in <target>/<profile>");
+    let target = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "softtoken",
+            "--lib",
+            "--target-dir",
+        ])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p softtoken failed");
+    let so = profile_dir.join("libkiosk_softtoken.so");
+    assert!(so.exists(), "{} missing", so.display());
+    so
+}
+
 /// A SoftHSM2 configuration of its own under `dir` (a test process and its kioskd child read
 /// it from `SOFTHSM2_CONF`).
 pub fn softhsm_conf(dir: &Path) -> PathBuf {
