@@ -272,3 +272,135 @@ fn kioskd_goes_ready_on_the_module_when_the_profile_matches() {
         "{logs:?}"
     );
 }
+
+/// Wrong PINs on an SM2 UKEY (the module counts them itself, locking after 3) lock it through
+/// kioskd's API, after which the right PIN fails too; staff unblock it at the desk with the
+/// UKEY's SO PIN (a wrong SO PIN is refused with the token's retries left) and a new PIN,
+/// which then works, as does a PIN change; no PIN reaches the logs and each action is
+/// audited.
+#[test]
+fn a_ukey_locked_by_wrong_pins_is_unblocked_by_staff_with_the_so_pin_through_the_api() {
+    const LABEL: &str = "UKEY-LOCK";
+    let (so_pin, user_pin, new_pin, third_pin) = ("87654321", "135790", "246813", "975310");
+    let module = module_path();
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("softtoken");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(
+        store.join("softtoken.toml"),
+        "slots = 2\nprofile = \"sansec\"\nkdf_iterations = 5000\n\
+         user_pin_max_attempts = 3\nso_pin_max_attempts = 3\n",
+    )
+    .unwrap();
+    let o = Command::new(KIOSKCTL)
+        .args(["token", "init", "--module", module.to_str().unwrap()])
+        .args(["--token", LABEL])
+        .env("KIOSK_SOFTTOKEN_DIR", &store)
+        .env("KIOSK_SO_PIN", so_pin)
+        .env("KIOSK_PIN", user_pin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = format!(
+        "[kiosk]\nid = \"kiosk-unblock\"\n\n[ukey]\nprovider = \"pkcs11\"\nmodule = \"{}\"\n\
+         vendor_profile = \"sansec\"\nalgorithm = \"sm2\"\n",
+        module.display()
+    );
+    let k = common::Kioskd::start_with_env(&data, &config, &[("KIOSK_SOFTTOKEN_DIR", &store)]);
+    // Signing needs the holder's user_pin first: a UKEY without a certificate answers
+    // `no_certificate` only once the user_pin was right.
+    let (id, token) = common::open_session(&k, "certificate_use");
+    common::consent(&k, &id, &token, serde_json::json!(["pin"]));
+    let sign = |pin: &str| {
+        k.call(
+            "POST",
+            &format!("/v1/sessions/{id}/sign"),
+            Some(&token),
+            Some(serde_json::json!({ "pin": pin, "document_b64": "ZG9j" })),
+        )
+    };
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = sign("000000");
+        codes.push((
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    assert_eq!(codes[0], (403, "pin_incorrect".to_string()), "{codes:?}");
+    let (status, body) = sign(user_pin);
+    assert_eq!(
+        status, 423,
+        "the right user_pin fails once the token locked: {body}"
+    );
+    assert_eq!(body["error"]["code"], "pin_locked");
+
+    let staff = common::staff_login(&k);
+    let (status, devices) = k.call("GET", "/v1/staff/devices", Some(&staff), None);
+    assert_eq!(status, 200, "{devices}");
+    let ukey = devices["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == LABEL)
+        .unwrap_or_else(|| panic!("{devices}"));
+    assert_eq!(ukey["pin_state"], "locked", "{devices}");
+    let serial = ukey["serial"].as_str().unwrap().to_string();
+    let unblock = |so: &str, new: &str| {
+        k.call(
+            "POST",
+            "/v1/staff/ukeys/unblock",
+            Some(&staff),
+            Some(serde_json::json!({ "serial": serial, "so_pin": so, "new_pin": new })),
+        )
+    };
+    // Only staff may: an applicant's bearer token is not a staff session.
+    let (status, _) = k.call(
+        "POST",
+        "/v1/staff/ukeys/unblock",
+        Some(&token),
+        Some(serde_json::json!({ "serial": serial, "so_pin": so_pin, "new_pin": new_pin })),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = unblock("11111111", new_pin);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "so_pin_incorrect");
+    assert_eq!(body["error"]["details"]["retries_left"], 2, "{body}");
+    let (status, body) = unblock(so_pin, new_pin);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["serial"], serial.as_str());
+
+    let (status, body) = sign(new_pin);
+    assert_eq!(status, 409, "the new user_pin opens the UKEY: {body}");
+    assert_eq!(body["error"]["code"], "no_certificate");
+    // A user_pin change at the desk, the current user_pin given.
+    let (status, body) = k.call(
+        "POST",
+        "/v1/staff/ukeys/pin",
+        Some(&staff),
+        Some(serde_json::json!({ "serial": serial, "pin": new_pin, "new_pin": third_pin })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sign(new_pin).0, 403, "the old user_pin no longer opens it");
+    assert_eq!(sign(third_pin).1["error"]["code"], "no_certificate");
+
+    let (status, audit) = k.call("GET", "/v1/staff/audit?limit=100", Some(&staff), None);
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "staff.ukey.unblock_refused",
+        "staff.ukey.unblock",
+        "staff.ukey.pin_change",
+    ] {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
+    let logs = k.stop();
+    common::assert_logs_clean(&logs, &[so_pin, new_pin, third_pin, "11111111"]);
+}

@@ -32,7 +32,7 @@ const TEXT = {
     "idcard-dev": "身份证读卡器", "fingerprint-dev": "指纹仪", "camera-dev": "摄像头", "ukey-provider": "UKEY 接口",
     simulated: "模拟设备", serialdev: "串口设备", synthetic: "合成图像（演示）", fixture: "图片文件", v4l2: "V4L2 摄像头",
     yes: "是", no: "否",
-    "pin-ok": "正常", "pin-count_low": "已输错过", "pin-final_try": "仅剩一次", "pin-locked": "已锁定", "pin-not_initialized": "未设置",
+    "pin-ok": "正常", "pin-count_low": "已输错过", "pin-final_try": "仅剩一次", "pin-locked": "已锁定", "pin-not_initialized": "未设置", "pin-to_be_changed": "需修改",
     backlog: "待发送记录", "in-flight": "正在发送的批次", attempts: "尝试次数", "last-error": "最近错误",
     "last-contact": "最近一次联系总部", never: "从未", none: "无",
     "batch-running": "正在签发 {n} 支 UKEY……", "batch-done": "批量签发完成：{ok} 支成功，{failed} 支失败。",
@@ -51,6 +51,11 @@ const TEXT = {
     "obj-person": "个人（以密钥摘要标识）",
     "reveal-shown": "明文（{s} 秒后隐藏，已记入审计日志）：",
     "need-reason": "请填写查看明文的理由（至少 4 个字）。",
+    "ukey-pin": "UKEY 的 PIN", "ukey-pin-intro": "持有人的 PIN 被锁定时，用 UKEY 的管理员 PIN（由网点保管）解锁并设置新 PIN；或在持有人输入原 PIN 后修改 PIN。PIN 不会记入日志。",
+    "ukey-pin-mode": "操作", "ukey-unblock": "用管理员 PIN 解锁", "ukey-change": "修改 PIN（需要原 PIN）",
+    "so-pin-input": "管理员 PIN", "old-pin": "原 PIN", "new-pin": "新 PIN（6–16 位数字）", "ukey-pin-submit": "确定",
+    "ukey-unblocked": "UKEY {serial} 已解锁，新 PIN 已生效。", "ukey-pin-changed": "UKEY {serial} 的 PIN 已修改。",
+    "so-pin-wrong": "管理员 PIN 错误，还可以尝试 {n} 次。", "ukey-pin-none": "没有可操作的 UKEY。",
     offline: "暂时无法连接服务。", expired: "登录已过期，请重新登录。",
     "g-national_security": "国家安全", "g-public_safety": "公共安全", "g-criminal_investigation": "犯罪侦查",
     "g-abuse_of_rights": "滥用权利", "g-serious_harm_to_others": "严重损害他人权益", "g-trade_secret": "商业秘密",
@@ -79,7 +84,7 @@ const TEXT = {
     "idcard-dev": "ID-card reader", "fingerprint-dev": "Fingerprint sensor", "camera-dev": "Camera", "ukey-provider": "UKEY access",
     simulated: "simulated", serialdev: "serial device", synthetic: "synthetic frames (demo)", fixture: "image files", v4l2: "V4L2 camera",
     yes: "yes", no: "no",
-    "pin-ok": "ok", "pin-count_low": "wrong PIN entered before", "pin-final_try": "final try", "pin-locked": "locked", "pin-not_initialized": "not set",
+    "pin-ok": "ok", "pin-count_low": "wrong PIN entered before", "pin-final_try": "final try", "pin-locked": "locked", "pin-not_initialized": "not set", "pin-to_be_changed": "to be changed",
     backlog: "Records waiting", "in-flight": "Batch being sent", attempts: "Attempts", "last-error": "Last error",
     "last-contact": "Last contact with headquarters", never: "never", none: "none",
     "batch-running": "Issuing {n} UKEYs…", "batch-done": "Batch issuance finished: {ok} done, {failed} failed.",
@@ -98,6 +103,11 @@ const TEXT = {
     "obj-person": "person (by keyed digest)",
     "reveal-shown": "Clear value (hidden in {s} s, audited):",
     "need-reason": "Say why you need the clear value (at least 4 characters).",
+    "ukey-pin": "UKEY PIN", "ukey-pin-intro": "When a holder's PIN is locked, unblock it with the UKEY's SO PIN (kept at the branch) and set a new PIN; or change the PIN after the holder enters the current one. PINs are never logged.",
+    "ukey-pin-mode": "Action", "ukey-unblock": "Unblock with the SO PIN", "ukey-change": "Change the PIN (current PIN needed)",
+    "so-pin-input": "SO PIN", "old-pin": "Current PIN", "new-pin": "New PIN (6–16 digits)", "ukey-pin-submit": "OK",
+    "ukey-unblocked": "UKEY {serial} is unblocked; the new PIN is in force.", "ukey-pin-changed": "The PIN of UKEY {serial} is changed.",
+    "so-pin-wrong": "Wrong SO PIN. {n} tries left.", "ukey-pin-none": "No UKEY to act on.",
     offline: "The service cannot be reached.", expired: "Your login expired. Please log in again.",
     "g-national_security": "national security", "g-public_safety": "public safety", "g-criminal_investigation": "criminal investigation",
     "g-abuse_of_rights": "abuse of rights", "g-serious_harm_to_others": "serious harm to others", "g-trade_secret": "trade secret",
@@ -233,7 +243,46 @@ function renderDevices() {
   // The key type this kiosk is configured for, until staff choose another for a batch.
   if (d.ukey_algorithm && !st.algorithmChosen) $("batch-algorithm").value = d.ukey_algorithm;
   $("tokens-empty").hidden = d.tokens.length > 0;
+  renderUkeyPin();
 }
+
+// ------------------------------------------------------------------ UKEY PIN (unblock, change)
+function renderUkeyPin() {
+  const d = st.devices;
+  const select = $("ukey-pin-serial");
+  const chosen = select.value;
+  const tokens = d ? d.tokens.filter((k) => k.initialized) : [];
+  select.textContent = "";
+  for (const k of tokens) select.append(el("option", { value: k.serial }, `${k.serial} (${k.label}, ${t(`pin-${k.pin_state}`)})`));
+  if (tokens.some((k) => k.serial === chosen)) select.value = chosen;
+  const unblock = $("ukey-pin-mode").value === "unblock";
+  $("ukey-pin-old-label").textContent = t(unblock ? "so-pin-input" : "old-pin");
+  $("ukey-pin-submit").disabled = tokens.length === 0;
+  if (tokens.length === 0) $("ukey-pin-state").textContent = t("ukey-pin-none");
+}
+$("ukey-pin-mode").addEventListener("change", renderUkeyPin);
+$("ukey-pin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const serial = $("ukey-pin-serial").value;
+  const unblock = $("ukey-pin-mode").value === "unblock";
+  const old = $("ukey-pin-old").value;
+  const next = $("ukey-pin-new").value;
+  // PINs stay in the form only until they are sent.
+  $("ukey-pin-old").value = "";
+  $("ukey-pin-new").value = "";
+  const r = unblock
+    ? await api("POST", "/v1/staff/ukeys/unblock", { serial, so_pin: old, new_pin: next })
+    : await api("POST", "/v1/staff/ukeys/pin", { serial, pin: old, new_pin: next });
+  if (r.status === 200) {
+    setNotice(null);
+    $("ukey-pin-state").textContent = t(unblock ? "ukey-unblocked" : "ukey-pin-changed", { serial });
+    await refresh();
+    return;
+  }
+  const code = r.body && r.body.error && r.body.error.code;
+  const left = r.body && r.body.error && r.body.error.details && r.body.error.details.retries_left;
+  setNotice(code === "so_pin_incorrect" && left != null ? t("so-pin-wrong", { n: left }) : message(r));
+});
 
 // ------------------------------------------------------------------ batch
 $("batch-algorithm").addEventListener("change", () => { st.algorithmChosen = true; });

@@ -1,7 +1,8 @@
 //! The staff desk ([`crate::workflow::staff`]): `POST /v1/staff/login` (staff UKEY + PIN),
 //! `POST /v1/staff/logout`, `GET /v1/staff/status`, `GET /v1/staff/subjects` (masked),
 //! `POST /v1/staff/reveal` (one clear value, audited), `GET /v1/staff/audit?limit=N` and
-//! `GET /v1/staff/devices`.
+//! `GET /v1/staff/devices`, `POST /v1/staff/ukeys/unblock` (a holder's locked PIN, with the
+//! UKEY's SO PIN) and `POST /v1/staff/ukeys/pin` (PIN change).
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 use super::extract::{bearer, staff};
 use super::{ApiError, AppState};
 use crate::workflow::staff::{AuditPage, DevicesView, LoggedIn};
+use crate::workflow::ukey_admin::{ChangePinInput, PinReset, UnblockInput};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/staff/reveal", post(reveal))
         .route("/v1/staff/audit", get(audit_log))
         .route("/v1/staff/devices", get(devices))
+        .route("/v1/staff/ukeys/unblock", post(unblock_ukey))
+        .route("/v1/staff/ukeys/pin", post(change_ukey_pin))
 }
 
 #[derive(Deserialize)]
@@ -107,4 +111,22 @@ async fn devices(
 ) -> Result<Json<DevicesView>, ApiError> {
     let staff = staff(&state, &headers)?;
     Ok(Json(state.devices_view(&staff).await?))
+}
+
+async fn unblock_ukey(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(input): Json<UnblockInput>,
+) -> Result<Json<PinReset>, ApiError> {
+    let staff = staff(&state, &headers)?;
+    Ok(Json(state.unblock_ukey(&staff, input).await?))
+}
+
+async fn change_ukey_pin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(input): Json<ChangePinInput>,
+) -> Result<Json<PinReset>, ApiError> {
+    let staff = staff(&state, &headers)?;
+    Ok(Json(state.change_ukey_pin(&staff, input).await?))
 }

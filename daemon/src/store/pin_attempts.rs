@@ -18,6 +18,8 @@ pub enum Kind {
     Staff,
     /// An applicant's UKEY (holder login).
     Ukey,
+    /// An applicant's UKEY, its SO PIN (staff unblocking it at the desk).
+    UkeySo,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
         match self {
             Kind::Staff => "staff",
             Kind::Ukey => "ukey",
+            Kind::UkeySo => "ukey_so",
         }
     }
 }

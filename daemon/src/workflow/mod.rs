@@ -28,6 +28,7 @@ pub mod sessions;
 pub mod simulator;
 pub mod staff;
 pub mod ukey;
+pub mod ukey_admin;
 pub mod verification;
 
 use std::sync::Arc;

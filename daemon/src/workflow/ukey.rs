@@ -25,14 +25,14 @@ use crate::store::subjects::Subjects;
 pub const MAX_PIN_FAILURES_PER_SESSION: u32 = 5;
 /// How long a UKEY that reached the limit is not asked for its PIN again.
 const UKEY_PIN_BACKOFF_MS: i64 = 30 * 60 * 1000;
-const UKEY_PIN_LIMIT: pin_attempts::Limit = pin_attempts::Limit {
+pub(crate) const UKEY_PIN_LIMIT: pin_attempts::Limit = pin_attempts::Limit {
     max_failures: MAX_PIN_FAILURES_PER_SESSION,
     window_ms: UKEY_PIN_BACKOFF_MS,
 };
 
 /// One holder login at a time per UKEY serial (a PKCS#11 login is per token and process:
 /// a second login racing the first would be answered "already logged in").
-fn ukey_login_lock(serial: &str) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn ukey_login_lock(serial: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     > = std::sync::LazyLock::new(Default::default);
@@ -89,7 +89,7 @@ pub fn algorithm_of(config: &kiosk_config::Config) -> KeyAlgorithm {
 impl Kiosk {
     /// Labels on the UKEY provider that are not applicants' UKEYs (the kiosk's own tokens
     /// when they share a PKCS#11 module).
-    fn is_kiosk_token(&self, label: &str) -> bool {
+    pub(crate) fn is_kiosk_token(&self, label: &str) -> bool {
         label == self.config.token.device_token || label == self.config.staff.demo_token
     }
 
