@@ -18,6 +18,9 @@ use serde::Serialize;
 /// The socket used when neither `--socket` nor a configuration names one.
 pub const DEFAULT_SOCKET: &str = "/run/kioskd/kioskd.sock";
 
+/// The configuration the packaged systemd unit runs kioskd with.
+pub const PACKAGED_CONFIG: &str = "/etc/kioskd/kioskd.toml";
+
 /// Where kioskd's configuration is (shared with `kioskctl token`'s device-token check).
 #[derive(clap::Args, Clone, Debug)]
 pub struct DaemonConfigArgs {
@@ -31,11 +34,19 @@ pub struct DaemonConfigArgs {
 
 impl DaemonConfigArgs {
     /// kioskd's configuration as kioskd would read it (parsed, not validated: its secret
-    /// files need not be readable by staff), with the data directory made absolute; `None`
-    /// when neither a file nor a data directory is given.
+    /// files need not be readable by staff), with the data directory made absolute. Without
+    /// `--config` and `--data-dir`, the packaged [`PACKAGED_CONFIG`] when it exists and can be
+    /// read (the systemd unit runs kioskd on it), else `None`.
     pub fn load(&self) -> Result<Option<kiosk_config::Config>, String> {
         if self.config.is_none() && self.data_dir.is_none() {
-            return Ok(None);
+            let packaged = DaemonConfigArgs {
+                config: Some(PathBuf::from(PACKAGED_CONFIG)),
+                data_dir: None,
+            };
+            return Ok(Path::new(PACKAGED_CONFIG)
+                .is_file()
+                .then(|| packaged.load().ok().flatten())
+                .flatten());
         }
         let mut config = match &self.config {
             Some(file) => {
