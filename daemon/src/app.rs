@@ -66,6 +66,8 @@ pub enum AppError {
     SocketGroup { group: String, reason: String },
     #[error("production mode refuses demo stand-ins:\n{0}")]
     Production(String),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// Command-line overrides that are not part of the file.
@@ -104,6 +106,8 @@ pub async fn serve(
     check_mode(&loaded)?;
     let config = Arc::new(loaded.config.clone());
     let store_path = loaded.resolve(&config.store.path);
+    // Held until serve returns: one kioskd per store, and kioskctl leaves its token alone.
+    let _lock = crate::lock::DaemonLock::acquire(&store_path)?;
     let store = {
         let path = store_path.clone();
         tokio::task::spawn_blocking(move || Store::open(&path))

@@ -8,18 +8,9 @@
 use hmac::{Hmac, KeyInit, Mac};
 use zeroize::Zeroizing;
 
+/// Key operation failures (defined beside the field cipher, which this module builds on).
+pub use crate::store::crypto::KeyError;
 use crate::store::crypto::{FieldCipherKind, FieldKey};
-
-/// Key operation failures.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("the key store (token) is unavailable: {0}")]
-    Unavailable(String),
-    #[error("a wrapped key does not unwrap: wrong key or tampered data")]
-    Unwrap,
-    #[error("randomness unavailable: {0}")]
-    Random(String),
-}
 
 /// Which keyed digest identifiers get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

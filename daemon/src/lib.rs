@@ -2,7 +2,11 @@
 //!
 //! - [`app`] wires configuration, store, API and background tasks together and
 //!   owns the process lifecycle (ready, watchdog, graceful shutdown).
-//! - [`api`] the local HTTP API (loopback TCP and Unix socket).
+//! - [`api`] the local HTTP API (loopback TCP and Unix socket): a thin front door.
+//! - [`workflow`] the use cases (applicant steps, issuance, staff desk) behind it.
+//! - [`client`] a typed client of that API over the Unix socket (`kioskctl staff`, tests).
+//! - [`lock`] the daemon's advisory lock on its store directory (one kioskd per store; the
+//!   technician CLI refuses the device token while it is held).
 //! - [`store`] the kiosk's SQLite store.
 //! - [`systemd`] sd_notify readiness and watchdog.
 //! - [`logging`] structured `tracing` output.
@@ -17,11 +21,13 @@ pub mod app;
 pub mod audit;
 pub mod batch;
 pub mod ca_client;
+pub mod client;
 pub mod clock;
 pub mod devices;
 pub mod events;
 pub mod intake;
 pub mod keys;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod privacy;

@@ -90,3 +90,44 @@ fn no_module_is_one_line_naming_the_port_and_exit_two() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("/dev/does-not-exist"), "{stderr}");
 }
+
+mod common;
+
+#[test]
+fn a_reader_port_that_a_running_kioskd_holds_is_refused_naming_it() {
+    let sim = spawn_idcard_pty(SamBaud::B115200).unwrap();
+    sim.present_card(fixtures::card(fixtures::resident_text(6), 6));
+    let port = sim.path().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let k = common::Kioskd::start(
+        &data,
+        &format!("[devices.idcard]\nmode = \"serial\"\nport = \"{port}\"\n"),
+    );
+    let pid = k.child.id();
+    let config = data.join("kioskd-test.toml");
+    let args = [
+        "device",
+        "idcard",
+        "read",
+        "--port",
+        &port,
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "kioskd (pid {pid}) holds the ID-card reader {port}; stop it first"
+        )),
+        "{stderr}"
+    );
+    k.stop();
+    // Once kioskd has stopped, the technician reads the card directly.
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("id_number"), "{stdout}");
+}

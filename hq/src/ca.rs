@@ -55,7 +55,7 @@ use x509_cert::time::{Time, Validity};
 use crate::ca_audit;
 use crate::db::DbError;
 use crate::policy::IssuancePolicy;
-use crate::server::KioskIdentity;
+use crate::tls::KioskIdentity;
 
 /// ecdsa-with-SHA256 (RFC 5758).
 pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -1485,7 +1485,8 @@ async fn release(
     .await
 }
 
-/// The CA's routes (merged into HQ's router by [`crate::server::start_with_ca`]).
+/// The CA's routes (merged into HQ's router by `server::start_with_ca`; this module does not
+/// depend on `server`).
 pub fn routes(service: CaService) -> Router {
     Router::new()
         .route("/.well-known/est/simpleenroll", post(simple_enroll))

@@ -20,10 +20,8 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::ingest::Ingestor;
-
-/// The authenticated kiosk of a connection.
-#[derive(Clone, Debug)]
-pub struct KioskIdentity(pub String);
+/// The authenticated kiosk of a connection (defined in [`crate::tls`], which extracts it).
+pub use crate::tls::KioskIdentity;
 
 /// Server start failure.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,11 @@
 //! certificate without any EKU, and a subscriber's certificate (document signing) must never
 //! pass as a kiosk's even where trust roots are shared.
 
+/// The authenticated kiosk of a connection: the CN of its verified client certificate, put
+/// into each request's extensions by [`crate::server`] and read by the ingest and CA handlers.
+#[derive(Clone, Debug)]
+pub struct KioskIdentity(pub String);
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;

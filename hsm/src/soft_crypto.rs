@@ -9,7 +9,7 @@ use signature::{Signer, Verifier};
 use sm3::Sm3;
 use zeroize::Zeroizing;
 
-use crate::types::KeyAlgorithm;
+use crate::types::{KeyAlgorithm, TokenSignature};
 use crate::{Result, TokenError};
 
 /// The SM2 default distinguishing identifier of GM/T 0009 (OpenSSL 3.0 defaults to empty).
@@ -89,6 +89,13 @@ pub fn raw_signature_to_der(algorithm: KeyAlgorithm, raw: &[u8]) -> Result<Vec<u
             .to_der()
             .as_bytes()
             .to_vec()),
+    }
+}
+
+impl TokenSignature {
+    /// The X9.62 / GM/T 0009 DER `SEQUENCE { r, s }` of the raw r‖s signature.
+    pub fn to_der(&self) -> Result<Vec<u8>> {
+        raw_signature_to_der(self.algorithm, &self.raw)
     }
 }
 

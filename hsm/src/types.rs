@@ -109,17 +109,12 @@ fn serialize_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::E
 }
 
 /// A signature made by a token key: `raw` is r‖s (64 bytes), [`TokenSignature::to_der`]
-/// gives the X9.62 / GM/T 0009 `SEQUENCE { r, s }`.
+/// gives the X9.62 / GM/T 0009 `SEQUENCE { r, s }` (implemented in `soft_crypto`, which
+/// depends on this module and not the other way round).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSignature {
     pub algorithm: KeyAlgorithm,
     pub raw: Vec<u8>,
-}
-
-impl TokenSignature {
-    pub fn to_der(&self) -> crate::Result<Vec<u8>> {
-        crate::soft_crypto::raw_signature_to_der(self.algorithm, &self.raw)
-    }
 }
 
 /// Something that happened to a slot or a USB device.

@@ -1,8 +1,11 @@
 //! CBOR encoding (RFC 8949 via `ciborium`) shared by every wire type, with the schema-version gate.
+//! It owns [`SCHEMA_VERSION`] (re-exported as `wire::SCHEMA_VERSION`); the wire types depend on
+//! this module, never the other way round.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::wire::SCHEMA_VERSION;
+/// The schema version this build writes and the only one it accepts.
+pub const SCHEMA_VERSION: u16 = 1;
 
 /// Encoding or decoding failure.
 #[derive(Debug, thiserror::Error)]

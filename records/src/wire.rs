@@ -10,8 +10,9 @@ use std::fmt;
 use crate::codec::{self, CodecError};
 use crate::merkle::Hash;
 
-/// The schema version this build writes and the only one it accepts.
-pub const SCHEMA_VERSION: u16 = 1;
+/// The schema version this build writes and the only one it accepts (owned by the codec's
+/// version gate).
+pub use crate::codec::SCHEMA_VERSION;
 
 /// A 16-byte unique record id assigned by the kiosk's outbox (UUID bytes).
 pub type RecordId = [u8; 16];

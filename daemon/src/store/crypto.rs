@@ -1,13 +1,24 @@
 //! Encryption of personal fields at rest: SM4-GCM (default) or AES-256-GCM,
 //! 96-bit random nonces, the field's identity bound in the associated data so a
 //! ciphertext cannot be moved to another subject or item. Layout of a sealed
-//! value: `nonce (12) ‖ ciphertext ‖ tag (16)`.
+//! value: `nonce (12) ‖ ciphertext ‖ tag (16)`. The lowest key module of the daemon: it owns
+//! [`FieldKey`] and [`KeyError`]; `crate::keys` builds its vaults on it.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, AesGcm};
 use zeroize::Zeroizing;
 
-use crate::keys::KeyError;
+/// Key operation failures, shared by the field cipher here and the key vaults of
+/// `crate::keys` (which build on this module; this module imports nothing from them).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key store (token) is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a wrapped key does not unwrap: wrong key or tampered data")]
+    Unwrap,
+    #[error("randomness unavailable: {0}")]
+    Random(String),
+}
 
 /// SM4-GCM: `aes-gcm`'s GCM over the SM4 block cipher (byte-identical to GmSSL's sm4_gcm).
 type Sm4Gcm = AesGcm<sm4::Sm4, aes_gcm::aead::consts::U12>;

@@ -82,7 +82,8 @@ impl Kioskd {
             .into()
     }
 
-    /// Send a request; returns (status, JSON body or Null).
+    /// Send a request through [`kioskd::client`] (POSTs without a body send `{}`); returns
+    /// (status, JSON body or Null).
     pub fn call(
         &self,
         method: &str,
@@ -90,39 +91,24 @@ impl Kioskd {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let url = format!("{}{}", self.base, path);
-        let agent = Self::agent();
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut resp = match (method, body) {
-            ("GET", _) => {
-                let mut r = agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            ("DELETE", _) => {
-                let mut r = agent.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            (_, body) => {
-                let mut r = agent.post(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send_json(body.unwrap_or(serde_json::json!({})))
-            }
-        }
-        .expect("kioskd answers");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        let addr = self
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("kioskd serves on a loopback address");
+        let client = kioskd::client::Client::new(kioskd::client::Endpoint::Tcp(addr))
+            .with_timeout(Duration::from_secs(30));
+        let method = hyper::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let body = match method {
+            hyper::Method::GET | hyper::Method::DELETE => None,
+            _ => Some(body.unwrap_or(serde_json::json!({}))),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client.request_json(method, path, token, body.as_ref()))
+            .expect("kioskd answers")
     }
 
     /// SIGTERM and wait for a clean exit.

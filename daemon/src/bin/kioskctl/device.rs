@@ -3,6 +3,8 @@
 //! simulated). Output is one JSON object; personal fields are masked with the safe defaults.
 //! Errors are one line naming the port and what was tried; exit status 2 when no device
 //! answered, 1 for a device that answered but could not deliver (no card, removed, ...).
+//! With kioskd's configuration (`--config`/`KIOSKD_CONFIG` or `--data-dir`), a port that a
+//! running kioskd holds as its reader or module is refused (exit 2), naming the daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +15,8 @@ use drivers::idcard::{IdCardError, IdCardReader, SamReader, SamSettings};
 use drivers::link::{Connector, SerialConnector, TcpConnector};
 use drivers::report::{MaskedCard, SensorReport};
 use serde_json::json;
+
+use crate::staff::DaemonConfigArgs;
 
 #[derive(clap::Subcommand)]
 pub enum DeviceCommand {
@@ -47,6 +51,50 @@ pub struct PortArgs {
     /// Per-command timeout in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    daemon: DaemonConfigArgs,
+}
+
+/// Whether `port` (a path or `tcp://HOST:PORT`) is the configured device `section`.
+fn is_configured(port: &str, section: &kiosk_config::SerialDeviceSection) -> bool {
+    match section.mode {
+        kiosk_config::SerialMode::Serial => section.port.as_deref().is_some_and(|p| {
+            let ours = std::path::Path::new(port);
+            match (ours.canonicalize(), p.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => ours == p,
+            }
+        }),
+        kiosk_config::SerialMode::Tcp => section
+            .tcp
+            .as_deref()
+            .is_some_and(|t| port.strip_prefix("tcp://") == Some(t)),
+        _ => false,
+    }
+}
+
+/// Refuses a port that a running kioskd holds as its `what` (`idcard` or `fingerprint`).
+fn refuse_if_daemon_holds(args: &PortArgs, what: &str) -> Result<(), String> {
+    let Some(config) = args.daemon.load()? else {
+        return Ok(());
+    };
+    let (section, name) = match what {
+        "idcard" => (&config.devices.idcard, "ID-card reader"),
+        _ => (&config.devices.fingerprint, "fingerprint module"),
+    };
+    if !is_configured(&args.port, section) {
+        return Ok(());
+    }
+    match kioskd::lock::holder(&config.resolve(&config.store.path)) {
+        Ok(None) => Ok(()),
+        Ok(Some(pid)) => Err(format!(
+            "kioskd ({}) holds the {name} {}; stop it first",
+            pid.map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "pid unknown".into()),
+            args.port
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn run(cmd: DeviceCommand) -> ExitCode {
@@ -60,6 +108,16 @@ pub fn run(cmd: DeviceCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let held = match &cmd {
+        DeviceCommand::Idcard(IdcardCommand::Read(args)) => refuse_if_daemon_holds(args, "idcard"),
+        DeviceCommand::Fingerprint(FingerprintCommand::Info(args)) => {
+            refuse_if_daemon_holds(args, "fingerprint")
+        }
+    };
+    if let Err(e) = held {
+        eprintln!("kioskctl device: {e}");
+        return ExitCode::from(2);
+    }
     match cmd {
         DeviceCommand::Idcard(IdcardCommand::Read(args)) => runtime.block_on(idcard_read(args)),
         DeviceCommand::Fingerprint(FingerprintCommand::Info(args)) => {

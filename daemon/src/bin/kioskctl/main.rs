@@ -1,8 +1,11 @@
-//! kioskctl: the staff and technician CLI (device diagnostics, token administration, audit verification).
+//! kioskctl: the staff and technician CLI: the staff desk through the running kioskd (`staff`,
+//! over its Unix socket), and technician diagnostics directly on the hardware while kioskd is
+//! stopped (device diagnostics, token administration, offline audit verification).
 
 mod audit;
 mod device;
 mod outbox;
+mod staff;
 mod token;
 
 use std::process::ExitCode;
@@ -18,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Staff desk through the running kioskd (status, audit, batches, rights, reveal, outbox).
+    Staff(staff::StaffArgs),
     /// Diagnose the kiosk's peripherals (ID-card reader, fingerprint module).
     #[command(subcommand)]
     Device(device::DeviceCommand),
@@ -35,6 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli: Cli = kiosk_config::cli_docs::parse();
     match cli.command {
+        Command::Staff(args) => staff::run(args),
         Command::Device(cmd) => device::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),

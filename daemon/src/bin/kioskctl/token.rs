@@ -2,6 +2,11 @@
 //! the `hsm` crate (list, init, change-pin, unblock, keygen, pubkey, csr, import-cert, sign,
 //! verify). PINs come from `KIOSK_PIN` / `KIOSK_SO_PIN` (new PINs from `KIOSK_NEW_PIN`) or a
 //! no-echo prompt, never from a flag. Errors are one line on stderr and exit status 2.
+//!
+//! A command aimed at kioskd's device token (same module or soft-token directory, same label
+//! as the configuration given with `--config`/`KIOSKD_CONFIG` or `--data-dir`) is refused
+//! while a kioskd runs on that configuration's store (it holds `kioskd.lock` there): the
+//! daemon owns the token's login state and the audit log; staff go through `kioskctl staff`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +17,8 @@ use hsm::pkcs11::{Pkcs11Options, Pkcs11Provider};
 use hsm::soft::{DEFAULT_MAX_TRIES, SoftOptions, SoftProvider};
 use hsm::{KeyAlgorithm, Pin, Token, TokenError, TokenProvider, UserKind};
 use zeroize::Zeroizing;
+
+use crate::staff::DaemonConfigArgs;
 
 /// Where the tokens are: a PKCS#11 module or the soft token directory.
 #[derive(clap::Args, Clone)]
@@ -40,6 +47,8 @@ pub struct TokenArgs {
     /// Token label.
     #[arg(long, value_name = "LABEL")]
     token: String,
+    #[command(flatten)]
+    daemon: DaemonConfigArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -124,6 +133,11 @@ enum CliError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(
+        "kioskd ({}) holds the device token {label}; stop it first or use `kioskctl staff`",
+        pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "pid unknown".into())
+    )]
+    DaemonHolds { pid: Option<u32>, label: String },
 }
 
 type CliResult<T> = Result<T, CliError>;
@@ -203,7 +217,50 @@ fn open_provider(args: &ProviderArgs) -> CliResult<Arc<dyn TokenProvider>> {
     )?)
 }
 
+/// Whether `args` name the configured device token: same label, and the same PKCS#11
+/// module or soft-token directory.
+fn is_device_token(args: &TokenArgs, config: &kiosk_config::Config) -> bool {
+    if args.token != config.token.device_token {
+        return false;
+    }
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    match config.token.provider {
+        kiosk_config::TokenProvider::Soft => {
+            args.provider.module == "soft"
+                && same(
+                    &args.provider.soft_dir,
+                    &config.resolve(&config.token.soft_dir),
+                )
+        }
+        _ => config.token.module.as_deref().is_some_and(|m| {
+            args.provider.module != "soft" && same(Path::new(&args.provider.module), m)
+        }),
+    }
+}
+
+/// Refuses to touch the device token of a kioskd that runs (it holds its store's lock).
+fn refuse_if_daemon_holds(args: &TokenArgs) -> CliResult<()> {
+    let Some(config) = args.daemon.load().map_err(CliError::Usage)? else {
+        return Ok(());
+    };
+    if !is_device_token(args, &config) {
+        return Ok(());
+    }
+    match kioskd::lock::holder(&config.resolve(&config.store.path)) {
+        Ok(None) => Ok(()),
+        Ok(Some(pid)) => Err(CliError::DaemonHolds {
+            pid,
+            label: args.token.clone(),
+        }),
+        Err(e) => Err(CliError::Usage(e.to_string())),
+    }
+}
+
 async fn open_token(args: &TokenArgs) -> CliResult<(Arc<dyn TokenProvider>, Arc<dyn Token>)> {
+    refuse_if_daemon_holds(args)?;
     let provider = open_provider(&args.provider)?;
     let token = provider.open_token(&args.token).await?;
     Ok((provider, token))
@@ -248,6 +305,7 @@ async fn execute(cmd: TokenCommand) -> CliResult<()> {
             println!("{text}");
         }
         TokenCommand::Init(args) => {
+            refuse_if_daemon_holds(&args)?;
             let provider = open_provider(&args.provider)?;
             let so = pin_from("KIOSK_SO_PIN", "New SO PIN: ")?;
             let user = pin_from("KIOSK_PIN", "New user PIN: ")?;
