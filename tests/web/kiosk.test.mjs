@@ -690,7 +690,7 @@ async function staffLogin(r, kioskd, pin = STAFF_PIN) {
   await r.page.goto(kioskd.base + "/staff");
   await r.seeHeading("工作人员登录");
   await r.page.getByLabel("UKEY 标签").fill(STAFF_TOKEN);
-  await r.page.getByLabel("PIN").fill(pin);
+  await r.page.getByLabel("PIN", { exact: true }).fill(pin);
   await r.page.getByRole("button", { name: "登录", exact: true }).click();
 }
 
@@ -698,7 +698,7 @@ test("staff console: login, devices, sync, audit, reveal, logout", async (r, kio
   await staffLogin(r, kioskd, "wrong-pin");
   assert.match(await r.notice(), /PIN/);
   await r.shot("staff-login-failed");
-  assert.equal(await r.page.getByLabel("PIN").inputValue(), "", "the PIN field is cleared");
+  assert.equal(await r.page.getByLabel("PIN", { exact: true }).inputValue(), "", "the PIN field is cleared");
   await staffLogin(r, kioskd);
   await r.seeHeading("设备状态");
   await r.see(r.page.getByText("身份证读卡器"));
@@ -736,6 +736,47 @@ test("staff console: login, devices, sync, audit, reveal, logout", async (r, kio
   await r.seeHeading("Staff login");
   assert.equal(await r.page.locator("#console").isVisible(), false);
   assert.equal(await r.page.locator("#audit-table tbody tr").count(), 0, "nothing left on screen");
+});
+
+test("staff unblock a holder's UKEY with its SO PIN on the console", async (r, kioskd) => {
+  assert.equal((await kioskd.call("DELETE", "/v1/sim/ukey")).status, 204);
+  const inserted = await kioskd.call("POST", "/v1/sim/ukey", { body: {} });
+  assert.equal(inserted.status, 201);
+  const serial = inserted.body.serial;
+  // The holder enters wrong PINs (a certificate_use session signs only after the PIN).
+  const opened = await kioskd.call("POST", "/v1/sessions", { body: { service: "certificate_use" } });
+  assert.equal(opened.status, 201);
+  const { session_id: id, token } = opened.body;
+  assert.equal((await kioskd.call("POST", `/v1/sessions/${id}/consents`, { token, body: { purpose: true, items: ["pin"] } })).status, 200);
+  const sign = (pin) => kioskd.call("POST", `/v1/sessions/${id}/sign`, { token, body: { pin, document_b64: "ZG9j" } });
+  for (let i = 0; i < 2; i += 1) assert.equal((await sign("000000")).status, 403);
+
+  await staffLogin(r, kioskd);
+  await r.seeHeading("UKEY 的 PIN");
+  const form = r.page.locator("#ukey-pin-form");
+  await form.getByLabel("序列号").selectOption(serial);
+  assert.equal(await form.getByLabel("操作").inputValue(), "unblock");
+  // A wrong SO PIN: refused, the tries left shown.
+  await form.getByLabel("管理员 PIN").fill("87654321");
+  await form.getByLabel("新 PIN（6–16 位数字）").fill("246813");
+  await form.getByRole("button", { name: "确定" }).click();
+  await r.see(r.page.getByRole("alert").getByText("管理员 PIN 错误，还可以尝试 2 次。"));
+  assert.equal(await form.getByLabel("管理员 PIN").inputValue(), "", "PINs leave the form once sent");
+  // The SO PIN the UKEY came with, and the holder's new PIN.
+  await form.getByLabel("管理员 PIN").fill("12345678");
+  await form.getByLabel("新 PIN（6–16 位数字）").fill("246813");
+  await form.getByRole("button", { name: "确定" }).click();
+  await r.see(r.page.getByText(`UKEY ${serial} 已解锁，新 PIN 已生效。`));
+  await r.see(r.page.locator("#audit-table").getByText("staff.ukey.unblock", { exact: true }));
+  await assertAccessible(r, "staff UKEY PIN");
+  await r.shot("staff-ukey-unblocked");
+  // The new PIN opens the UKEY (it holds no certificate: refused only after the login).
+  const opens = await sign("246813");
+  assert.equal(opens.status, 409, JSON.stringify(opens.body));
+  assert.equal(opens.body.error.code, "no_certificate");
+  assert.equal((await kioskd.call("DELETE", `/v1/sessions/${id}`, { token })).status, 204);
+  assert.equal((await kioskd.call("DELETE", "/v1/sim/ukey")).status, 204);
+  await r.page.getByRole("button", { name: "退出登录" }).click();
 });
 
 test("staff batch issuance of 8 blank UKEYs with a progress bar each", async (r) => {
