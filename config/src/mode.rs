@@ -102,6 +102,13 @@ pub fn demo_features(config: &Config) -> Vec<DemoFeature> {
             "set mode = \"v4l2\" and device = \"/dev/video0\"",
         );
     }
+    if config.devices.camera.detector_model.is_none() {
+        push(
+            "devices.camera.detector_model",
+            "faces are found by the built-in contrast detector, made for demo frames",
+            "set detector_model to the SeetaFace model file and build kioskd with the `rustface` feature",
+        );
+    }
     let v = &config.verifiers;
     let endpoints = [
         ("carrier_3factor", &v.carrier_3factor),

@@ -192,6 +192,13 @@ pub struct CameraSection {
     pub mode: CameraMode,
     pub device: Option<PathBuf>,
     pub fixture_dir: Option<PathBuf>,
+    /// SeetaFace frontal-face model file (`seeta_fd_frontal_v1.0.bin`, shipped with the
+    /// `rustface` crate, BSD-2): faces are found with it (kioskd built with the `rustface`
+    /// feature). Without it the built-in contrast detector is used (demo frames only).
+    pub detector_model: Option<PathBuf>,
+    /// Capture size asked of a V4L2 camera (it may answer with another).
+    pub width: u32,
+    pub height: u32,
     /// How many frames a face capture considers before picking the best.
     pub frames_per_capture: u32,
     pub frame_timeout_ms: u64,
@@ -203,6 +210,9 @@ impl Default for CameraSection {
             mode: CameraMode::Synthetic,
             device: None,
             fixture_dir: None,
+            detector_model: None,
+            width: 640,
+            height: 480,
             frames_per_capture: 8,
             frame_timeout_ms: 2000,
         }

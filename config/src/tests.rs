@@ -288,6 +288,7 @@ port = "/dev/ttyUSB1"
 [devices.camera]
 mode = "v4l2"
 device = "/dev/video0"
+detector_model = "{m}"
 [verifiers.carrier_3factor]
 url = "https://carrier.example"
 [hq]

@@ -275,6 +275,25 @@ fn check_camera(config: &Config, c: &mut Collector<'_>) {
             }
         }
     }
+    if let Some(model) = &cam.detector_model {
+        if !config.resolve(model).is_file() {
+            c.push(
+                "devices.camera.detector_model",
+                format!(
+                    "model file {} does not exist",
+                    config.resolve(model).display()
+                ),
+                "install the SeetaFace model (seeta_fd_frontal_v1.0.bin) or correct the path",
+            );
+        }
+    }
+    if !(16..=4096).contains(&cam.width) || !(16..=4096).contains(&cam.height) {
+        c.push(
+            "devices.camera.width",
+            "width and height must be between 16 and 4096",
+            "set 640 and 480",
+        );
+    }
     if cam.frames_per_capture == 0 || cam.frames_per_capture > 120 {
         c.push(
             "devices.camera.frames_per_capture",

@@ -135,6 +135,9 @@ pub async fn serve(
     );
 
     let mut devices_config = config.devices.clone();
+    if let Some(model) = &devices_config.camera.detector_model {
+        devices_config.camera.detector_model = Some(loaded.resolve(model));
+    }
     if let Some(dir) = &devices_config.camera.fixture_dir {
         devices_config.camera.fixture_dir = Some(loaded.resolve(dir));
     }
