@@ -75,6 +75,19 @@ mod tests {
     }
 
     #[test]
+    fn the_2026_adjusted_sundays_follow_the_state_council_notice() {
+        let cal = Calendar::from_catalog(&kiosk_config::Catalog::embedded().holidays);
+        // 国办发明电〔2025〕7号: Sunday 4 January and Sunday 20 September are working days;
+        // Sunday 27 September falls in the Mid-Autumn break (25-27 September).
+        assert!(cal.is_working_day(date!(2026 - 01 - 04)));
+        assert!(cal.is_working_day(date!(2026 - 09 - 20)));
+        assert!(!cal.is_working_day(date!(2026 - 09 - 27)));
+        assert!(!cal.is_working_day(date!(2026 - 09 - 25)));
+        // Received Friday 18 September: 20 (Sunday, worked) and 21-24 are five working days.
+        assert_eq!(cal.due(date!(2026 - 09 - 18), 5, true), date!(2026 - 09 - 24));
+    }
+
+    #[test]
     fn calendar_days_count_every_day() {
         let cal = Calendar::default();
         assert_eq!(
