@@ -368,6 +368,9 @@ pub struct StoreSection {
     pub cipher: FieldCipher,
     /// Below this much free space intake of new applicants stops (sync keeps going).
     pub min_free_bytes: u64,
+    /// How often (seconds) the audit log is checkpointed, signed and queued for HQ to
+    /// witness when it grew, and the retention sweep runs.
+    pub checkpoint_secs: u64,
 }
 
 impl Default for StoreSection {
@@ -376,6 +379,7 @@ impl Default for StoreSection {
             path: PathBuf::from("kiosk.sqlite"),
             cipher: FieldCipher::Sm4Gcm,
             min_free_bytes: 64 * 1024 * 1024,
+            checkpoint_secs: 60,
         }
     }
 }
@@ -415,6 +419,12 @@ pub struct HqSection {
     pub client_key: Option<PathBuf>,
     /// HQ's record-encryption public keys (JSON: `sm2_sec1_hex`, `hpke_p256_hex`).
     pub record_key: Option<PathBuf>,
+    /// HQ's witness public key (JSON verifier) that its cosignatures on the kiosk's audit
+    /// checkpoints are checked against; the local HQ gives its own. Absent in remote mode:
+    /// cosignatures are kept unchecked and the kiosk says so (health `witness.state`).
+    pub witness_key: Option<PathBuf>,
+    /// The key name HQ's cosignature lines carry.
+    pub witness_name: String,
     pub suite: EnvelopeSuite,
     /// Largest batch in records and in bytes (default 2,000 and 4 MiB: a bigger batch spreads
     /// its two synchronous commits and signatures over more records; `cargo bench -p kioskd
@@ -435,6 +445,8 @@ impl Default for HqSection {
             client_cert: None,
             client_key: None,
             record_key: None,
+            witness_key: None,
+            witness_name: "hq-witness".into(),
             suite: EnvelopeSuite::Gm,
             batch_records: 2000,
             batch_bytes: 4 * 1024 * 1024,

@@ -39,6 +39,7 @@ pub(crate) fn validate(config: &Config, file: Option<&Path>, text: &str) -> Vec<
     check_serial("devices.idcard", &config.devices.idcard, &mut c);
     check_serial("devices.fingerprint", &config.devices.fingerprint, &mut c);
     check_camera(config, &mut c);
+    check_checkpoints(config, &mut c);
     check_token(config, &mut c);
     check_ukey(config, &mut c);
     check_store(config, &mut c);
@@ -244,6 +245,16 @@ fn check_serial(prefix: &str, dev: &SerialDeviceSection, c: &mut Collector<'_>) 
             &format!("{prefix}.timeout_ms"),
             "must be greater than 0",
             "set a timeout such as 3000",
+        );
+    }
+}
+
+fn check_checkpoints(config: &Config, c: &mut Collector<'_>) {
+    if !(1..=86_400).contains(&config.store.checkpoint_secs) {
+        c.push(
+            "store.checkpoint_secs",
+            "must be between 1 and 86400 seconds",
+            "set a value such as 60",
         );
     }
 }

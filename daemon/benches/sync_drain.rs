@@ -175,6 +175,7 @@ async fn drain_against_copy(suite: Suite, total: u64) {
             batch_bytes: defaults.batch_bytes,
             retry_min: Duration::from_millis(defaults.retry_min_ms),
             retry_max: Duration::from_millis(defaults.retry_max_ms),
+            witness: None,
         },
     };
     let started = Instant::now();

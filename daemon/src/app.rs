@@ -538,7 +538,8 @@ fn start_sync(
 
 /// Periodic work: sign an audit checkpoint when the log grew, sweep retention.
 async fn housekeeping(state: AppState, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
+    let period = Duration::from_secs(state.config.store.checkpoint_secs.max(1));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -555,7 +556,8 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
             let mut conn = st.store.conn().map_err(|e| e.to_string())?;
             let now = crate::clock::now_ms();
             let origin = format!("kioskd/{}", st.config.kiosk.id);
-            crate::audit::checkpoint(
+            // Signed and queued for HQ to witness in one transaction.
+            crate::sync::checkpoint_for_hq(
                 &mut conn,
                 now,
                 &origin,
@@ -574,8 +576,6 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
         }
     }
 }
-
-const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(60);
 
 fn spawn_signal_listener(
     shutdown: CancellationToken,

@@ -37,8 +37,10 @@ pub enum DevicesError {
         path: String,
         source: std::io::Error,
     },
-    #[error("devices.camera: {0}")]
+    #[error("devices.camera.fixture_dir: {0}")]
     Fixture(#[from] drivers::camera::CameraError),
+    #[error("devices.camera.device: {0}")]
+    Device(drivers::camera::CameraError),
 }
 
 /// The face detector: SeetaFace from `detector_model` (feature `rustface`), else the
@@ -98,7 +100,8 @@ pub fn open_camera(camera: &kiosk_config::CameraSection) -> Result<Box<dyn Camer
                 camera.width,
                 camera.height,
                 std::time::Duration::from_millis(camera.frame_timeout_ms),
-            )?;
+            )
+            .map_err(DevicesError::Device)?;
             face_camera(source, camera)
         }
         #[cfg(not(feature = "v4l2"))]
@@ -159,7 +162,7 @@ mod tests {
         let err = open_camera(&c).err().expect("no such device");
         assert!(
             err.to_string()
-                .starts_with("devices.camera: the camera went away"),
+                .starts_with("devices.camera.device: the camera went away"),
             "{err}"
         );
     }

@@ -35,6 +35,7 @@ pub struct Metrics {
     oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_ack_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     in_flight_attempts: Gauge,
+    witness_alert: Gauge,
     intake_open: Gauge,
     session_active: Gauge,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -114,6 +115,12 @@ impl Metrics {
             "Send attempts of the batch in flight (0 when none)",
             in_flight_attempts.clone(),
         );
+        let witness_alert = Gauge::default();
+        r.register(
+            "witness_alert",
+            "1 while HQ's last cosignature of the audit log was refused (bad or foreign), else 0",
+            witness_alert.clone(),
+        );
         let intake_open = Gauge::default();
         r.register(
             "intake_open",
@@ -160,6 +167,7 @@ impl Metrics {
             oldest_age,
             last_ack_age,
             in_flight_attempts,
+            witness_alert,
             intake_open,
             session_active,
             uptime,
@@ -312,6 +320,9 @@ fn refresh_store(state: &Kiosk) {
             Some(t) => ((now_ms as f64) - t as f64).max(0.0) / 1000.0,
             None => -1.0,
         });
+    }
+    if let Ok(w) = crate::sync::witness_status(&state.store) {
+        m.witness_alert.set(i64::from(w.state == "invalid"));
     }
     if let Ok(conn) = state.store.conn() {
         let oldest: Option<i64> = conn

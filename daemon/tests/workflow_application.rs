@@ -76,6 +76,9 @@ batch_records = 50
 retry_min_ms = 100
 retry_max_ms = 1000
 
+[store]
+checkpoint_secs = 1
+
 [ukey]
 provider = "pkcs11"
 module = "{}"
@@ -201,6 +204,14 @@ fn an_applicant_gets_a_certificate_on_their_ukey_and_hq_gets_only_the_minimized_
     wait_for("the outbox to drain", Duration::from_secs(120), || {
         backlog(&k) == 0
     });
+    // The kiosk's audit checkpoints went with the records; HQ's witness cosigned them and the
+    // kiosk checked each cosignature against the local HQ's witness key.
+    let (_, health) = k.call("GET", "/v1/health", None, None);
+    assert_eq!(health["witness"]["state"], "verified", "{health}");
+    assert!(
+        health["witness"]["cosigned_size"].as_u64().unwrap() > 0,
+        "{health}"
+    );
     let rows = hq_records(&local_hq_db(dir.path()), "kiosk-e2e");
     let applicants = assert_exactly_once(&rows, 1);
     assert_eq!(applicants.len(), 1);

@@ -207,7 +207,20 @@ pub fn checkpoint(
     signer: &dyn RecordSigner,
 ) -> Result<Option<String>, AuditError> {
     let tx = conn.transaction()?;
-    let frontier = load_frontier(&tx)?;
+    let made = checkpoint_in(&tx, at_ms, origin, key_name, signer)?;
+    tx.commit()?;
+    Ok(made.map(|(note, _)| note))
+}
+
+/// [`checkpoint`] inside the caller's transaction: the signed note and its tree size.
+pub fn checkpoint_in(
+    tx: &Transaction<'_>,
+    at_ms: i64,
+    origin: &str,
+    key_name: &str,
+    signer: &dyn RecordSigner,
+) -> Result<Option<(String, u64)>, AuditError> {
+    let frontier = load_frontier(tx)?;
     let last: Option<i64> =
         tx.query_row("SELECT max(size) FROM audit_checkpoints", [], |r| r.get(0))?;
     if frontier.size() == 0 || last == Some(frontier.size() as i64) {
@@ -223,8 +236,28 @@ pub fn checkpoint(
         "INSERT INTO audit_checkpoints (size, root, note, at) VALUES (?1, ?2, ?3, ?4)",
         params![cp.size as i64, cp.root.to_vec(), note, at_ms],
     )?;
-    tx.commit()?;
-    Ok(Some(note))
+    Ok(Some((note, cp.size)))
+}
+
+/// The RFC 9162 consistency proof of the log from `from` entries to `to` entries (the leaves
+/// are read back from the log: linear in its size, run once per checkpoint).
+pub fn consistency_proof(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+    let leaves: Vec<Hash> = conn
+        .prepare("SELECT leaf_hash FROM audit_log WHERE seq < ?1 ORDER BY seq")?
+        .query_map([to as i64], |r| r.get::<_, Vec<u8>>(0))?
+        .map(|leaf| {
+            let leaf = leaf?;
+            Hash::try_from(leaf.as_slice()).map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Blob,
+                    "leaf hash is not 32 bytes".into(),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    merkle::consistency_proof(&leaves, from)
+        .map_err(|e| AuditError::State(format!("consistency proof {from}..{to}: {e}")))
 }
 
 /// Check every entry against its leaf, the sequence for gaps, every checkpoint

@@ -84,7 +84,10 @@ mod tests {
         assert!(!cal.is_working_day(date!(2026 - 09 - 27)));
         assert!(!cal.is_working_day(date!(2026 - 09 - 25)));
         // Received Friday 18 September: 20 (Sunday, worked) and 21-24 are five working days.
-        assert_eq!(cal.due(date!(2026 - 09 - 18), 5, true), date!(2026 - 09 - 24));
+        assert_eq!(
+            cal.due(date!(2026 - 09 - 18), 5, true),
+            date!(2026 - 09 - 24)
+        );
     }
 
     #[test]

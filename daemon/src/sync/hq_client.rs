@@ -187,8 +187,13 @@ pub const DEVICE_KEY_FILE: &str = "kiosk-device-key.json";
 const OUTBOX_POLL: Duration = Duration::from_secs(1);
 
 impl SyncLink {
-    fn settings(&self, recipient: records::envelope::RecipientPublicKeys) -> super::SyncSettings {
+    fn settings(
+        &self,
+        recipient: records::envelope::RecipientPublicKeys,
+        witness: Option<super::Witness>,
+    ) -> super::SyncSettings {
         super::SyncSettings {
+            witness,
             kiosk_id: self.kiosk_id.clone(),
             suite: match self.hq.suite {
                 kiosk_config::EnvelopeSuite::Gm => records::envelope::Suite::Gm,
@@ -206,14 +211,26 @@ impl SyncLink {
         &self,
         transport: HqClientTransport,
         recipient: records::envelope::RecipientPublicKeys,
+        witness: Option<super::Witness>,
     ) -> super::Sender {
         super::Sender {
             store: self.store.clone(),
             signer: self.signer.clone(),
             transport: Arc::new(transport),
-            settings: self.settings(recipient),
+            settings: self.settings(recipient, witness),
         }
     }
+}
+
+/// HQ's witness key from its JSON verifier file, named as `[hq] witness_name` says.
+fn witness_from_file(name: &str, path: &std::path::Path) -> Result<super::Witness, String> {
+    let text = read_file("HQ witness key", path).map_err(|e| e.to_string())?;
+    let key = records::public_keys::verifier_from_json(&String::from_utf8_lossy(&text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(super::Witness {
+        name: name.to_string(),
+        key,
+    })
 }
 
 fn recipient_from_file(
@@ -308,12 +325,21 @@ async fn run_remote(
         };
         let recipient = recipient_from_file(&need("record_key", &hq.record_key)?)?;
         link.recipient.set(recipient.clone());
+        let witness = match &hq.witness_key {
+            Some(p) => Some(witness_from_file(&hq.witness_name, &(link.resolve)(p))?),
+            None => {
+                tracing::warn!(
+                    "no hq.witness_key: HQ's cosignatures of the audit log are kept unchecked"
+                );
+                None
+            }
+        };
         if let Some(ca_link) = &link.ca {
             ca_link.connect(&url, &ca, &cert, &key, &*link.resolve);
         }
         let transport =
             HqClientTransport::new(&url, &ca, &cert, &key).map_err(|e| e.to_string())?;
-        Ok::<_, String>((url, link.sender(transport, recipient)))
+        Ok::<_, String>((url, link.sender(transport, recipient, witness)))
     }
     .await;
     match built {
@@ -377,13 +403,14 @@ async fn run_local(
                         .map_err(|e| e.to_string())?;
                     let recipient = recipient_from_file(&ready.record_public)?;
                     link.recipient.set(recipient.clone());
+                    let witness = witness_from_file(&link.hq.witness_name, &ready.witness_public)?;
                     let key = ClientKey::Pem(key);
                     if let Some(ca_link) = &link.ca {
                         ca_link.connect(&ready.url, &ca, &cert, &key, &*link.resolve);
                     }
                     let transport = HqClientTransport::new(&ready.url, &ca, &cert, &key)
                         .map_err(|e| e.to_string())?;
-                    Ok::<_, String>(link.sender(transport, recipient))
+                    Ok::<_, String>(link.sender(transport, recipient, Some(witness)))
                 })();
                 let sender = match built {
                     Ok(s) => s,

@@ -25,6 +25,9 @@ use crate::store::{Store, StoreError};
 pub mod hq_client;
 pub mod local_hq;
 pub mod synthetic;
+pub mod witness;
+
+pub use witness::{Witness, WitnessStatus, checkpoint_for_hq, witness_status};
 
 /// HQ's public record key, known once the link to HQ is set up (the local HQ starts after
 /// kioskd; a remote HQ's key comes from `hq.record_key`). Applicant records are sealed to it
@@ -106,6 +109,8 @@ pub struct SyncSettings {
     pub batch_bytes: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// HQ's witness key pinned at the kiosk (cosignatures are checked against it).
+    pub witness: Option<Witness>,
 }
 
 /// A batch sealed and stored, waiting for its ack.
@@ -276,12 +281,7 @@ impl Sender {
         // One audit entry lists every subject the ack purges.
         let purged =
             Subjects::purge_acknowledged(&tx, at, &Actor::System, &subjects, "hq_acknowledged")?;
-        for c in &ack.cosignatures {
-            tx.execute(
-                "UPDATE audit_checkpoints SET cosignature = ?2 WHERE size = ?1",
-                params![c.tree_size as i64, c.signature_line],
-            )?;
-        }
+        witness::accept_cosignatures(&tx, self.settings.witness.as_ref(), &ack.cosignatures, at)?;
         tx.execute(
             "DELETE FROM sync_batches WHERE batch_seq = ?1",
             params![sealed.batch_seq as i64],

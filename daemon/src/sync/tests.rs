@@ -18,6 +18,51 @@ struct MemoryHq {
     received: Mutex<Vec<Vec<u8>>>,
     batches: Mutex<Vec<Batch>>,
     digests: Mutex<Vec<records::merkle::Hash>>,
+    /// HQ's witness key (or a forger's): cosigns the checkpoints in each batch, after
+    /// checking each one's consistency proof from the last one witnessed.
+    witness: Mutex<Option<SoftSigner>>,
+    witnessed: Mutex<(u64, records::merkle::Hash)>,
+}
+
+impl MemoryHq {
+    fn cosign(&self, batch: &Batch) -> Vec<wire::WitnessCosignature> {
+        let witness = self.witness.lock().unwrap();
+        let Some(witness) = witness.as_ref() else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for r in &batch.records {
+            let wire::Record::AuditCheckpoint(cp) = &r.record else {
+                continue;
+            };
+            let note = records::checkpoint::SignedNote::parse(&cp.signed_note).unwrap();
+            let mut witnessed = self.witnessed.lock().unwrap();
+            assert_eq!(
+                cp.previous_size, witnessed.0,
+                "the proof starts at the last one sent"
+            );
+            records::merkle::verify_consistency(
+                witnessed.0,
+                note.checkpoint.size,
+                &witnessed.1,
+                &note.checkpoint.root,
+                &cp.consistency_proof,
+            )
+            .unwrap();
+            *witnessed = (note.checkpoint.size, note.checkpoint.root);
+            out.push(wire::WitnessCosignature {
+                tree_size: note.checkpoint.size,
+                root_hash: note.checkpoint.root,
+                signature_line: records::checkpoint::cosign(
+                    &note.checkpoint,
+                    "hq-witness",
+                    witness,
+                )
+                .unwrap(),
+            });
+        }
+        out
+    }
 }
 
 #[async_trait::async_trait]
@@ -45,7 +90,7 @@ impl HqTransport for MemoryHq {
             batch_hash: sealed.digest(),
             acked_through_seq: batch.seq_range().unwrap().1,
             duplicate: false,
-            cosignatures: vec![],
+            cosignatures: self.cosign(&batch),
         };
         self.batches.lock().unwrap().push(batch);
         Ok(ack)
@@ -67,6 +112,8 @@ fn kiosk_with_applicants(dir: &std::path::Path, n: u8, fail_first: u32) -> (Arc<
         received: Mutex::new(vec![]),
         batches: Mutex::new(vec![]),
         digests: Mutex::new(vec![]),
+        witness: Mutex::new(None),
+        witnessed: Mutex::new((0, records::merkle::empty_root())),
     });
     let subjects = Subjects {
         catalog: &catalog,
@@ -113,6 +160,7 @@ fn kiosk_with_applicants(dir: &std::path::Path, n: u8, fail_first: u32) -> (Arc<
             batch_bytes: 1 << 20,
             retry_min: Duration::from_millis(1),
             retry_max: Duration::from_millis(2),
+            witness: None,
         },
     };
     (hq, sender)
@@ -191,4 +239,100 @@ async fn purged_wrapped_keys_and_values_leave_no_bytes_in_the_store_file_or_wal(
             );
         }
     }
+}
+
+/// HQ's cosignatures are checked against HQ's pinned witness key: a forged one (another
+/// key) is not kept, is audited and raises the alert; the next good one clears it. The
+/// checkpoints reach HQ chained, each with its consistency proof from the previous one.
+#[tokio::test]
+async fn a_forged_witness_cosignature_is_refused_audited_and_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hq, mut sender) = kiosk_with_applicants(dir.path(), 2, 0);
+    let honest = SoftSigner::generate_sm2("1234567812345678").unwrap();
+    let forger = SoftSigner::generate_sm2("1234567812345678").unwrap();
+    sender.settings.witness = Some(Witness {
+        name: "hq-witness".into(),
+        key: honest.verifier(),
+    });
+    let store = sender.store.clone();
+    let checkpoint = |at: i64| {
+        let mut conn = store.conn().unwrap();
+        checkpoint_for_hq(
+            &mut conn,
+            at,
+            "kioskd/kiosk-t",
+            "kiosk-t",
+            sender.signer.as_ref(),
+        )
+        .unwrap()
+        .expect("the log grew")
+    };
+    let cosigned = |size: u64| -> Option<String> {
+        store
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT cosignature FROM audit_checkpoints WHERE size = ?1",
+                [size as i64],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let size_of = |note: &str| {
+        records::checkpoint::SignedNote::parse(note)
+            .unwrap()
+            .checkpoint
+            .size
+    };
+
+    *hq.witness.lock().unwrap() = Some(
+        SoftSigner::from_secret_bytes(
+            records::signing::SignatureAlgorithm::Sm2Sm3,
+            &forger.secret_bytes(),
+            Some("1234567812345678"),
+        )
+        .unwrap(),
+    );
+    let first = size_of(&checkpoint(10));
+    sender.drain().await.unwrap();
+    assert_eq!(cosigned(first), None, "a forged cosignature is not kept");
+    let status = witness_status(&store).unwrap();
+    assert_eq!(status.state, "invalid");
+    assert!(
+        status
+            .alert
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not verify"),
+        "{status:?}"
+    );
+    let refused: i64 = store
+        .conn()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'audit.cosignature_refused'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 1);
+
+    // The log grows (the refusal itself is an entry); HQ's real witness cosigns the next one.
+    *hq.witness.lock().unwrap() = Some(
+        SoftSigner::from_secret_bytes(
+            records::signing::SignatureAlgorithm::Sm2Sm3,
+            &honest.secret_bytes(),
+            Some("1234567812345678"),
+        )
+        .unwrap(),
+    );
+    let second = size_of(&checkpoint(20));
+    assert!(second > first);
+    sender.drain().await.unwrap();
+    assert!(cosigned(second).is_some(), "a good cosignature is kept");
+    let status = witness_status(&store).unwrap();
+    assert_eq!(status.state, "verified");
+    assert_eq!(status.alert, None);
+    assert_eq!(status.cosigned_size, Some(second));
+    assert_eq!(status.sent_size, Some(second));
 }

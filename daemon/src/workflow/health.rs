@@ -16,18 +16,22 @@ pub struct Health {
     pub intake_detail: Option<String>,
     pub applicant_session_active: bool,
     pub sync_backlog: u64,
+    /// HQ's witness of the audit log: `state` (`none`, `verified`, `unverified`,
+    /// `invalid`) and, when a cosignature was refused, why.
+    pub witness: Option<crate::sync::WitnessStatus>,
 }
 
 impl Kiosk {
     /// The kiosk's health now.
     pub async fn health(&self) -> Result<Health> {
         let st = self.clone();
-        let (store_schema, sync_backlog) = blocking(move || {
+        let (store_schema, sync_backlog, witness) = blocking(move || {
             let schema = st.store.schema_version()?;
             let backlog = crate::sync::status(&st.store)
                 .map(|s| s.backlog)
                 .unwrap_or(0);
-            Ok((schema, backlog))
+            let witness = crate::sync::witness_status(&st.store).ok();
+            Ok((schema, backlog, witness))
         })
         .await?;
         let intake = crate::intake::check(&self.store_dir(), self.config.store.min_free_bytes);
@@ -41,6 +45,7 @@ impl Kiosk {
             intake_detail: intake.err().map(|e| e.to_string()),
             applicant_session_active: self.sessions.active(),
             sync_backlog,
+            witness,
         })
     }
 }

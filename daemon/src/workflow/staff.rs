@@ -184,6 +184,8 @@ impl Kiosk {
         let st = self.clone();
         let body = blocking(move || {
             let sync = crate::sync::status(&st.store).map_err(|e| Error::internal(e.to_string()))?;
+            let witness = crate::sync::witness_status(&st.store)
+                .map_err(|e| Error::internal(e.to_string()))?;
             let conn = st.store.conn()?;
             let rights =
                 crate::rights::Desk::open(&conn).map_err(|e| Error::internal(e.to_string()))?;
@@ -194,6 +196,7 @@ impl Kiosk {
                 .collect();
             Ok(json!({
                 "sync": sync,
+                "witness": witness,
                 "rights_requests": rights,
                 "audit": audit,
                 "devices": {
