@@ -357,8 +357,10 @@ impl TempCluster {
                 ],
             )?;
         } else if kept && cluster.run("pg_ctl", &["-D", &data, "status"]).is_ok() {
-            // Left running by an owner that was killed before its watchdog noticed.
-            cluster.stop()?;
+            // Left running by an owner that was killed before its watchdog noticed (which may
+            // stop it meanwhile: then there is nothing left to stop, and starting says so if
+            // a server still runs).
+            let _ = cluster.stop();
         }
         cluster.start_server(durable)?;
         cluster.spawn_watchdog(!kept);
@@ -393,6 +395,13 @@ impl TempCluster {
 
     fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
+    }
+
+    /// The pid of the running postmaster (first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(Path::new(&self.data_dir()).join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Directory holding the server's Unix socket.
@@ -449,7 +458,11 @@ impl TempCluster {
             "stop".into(),
         ]);
         let remove = remove_dir.then(|| self.dir.path().to_path_buf());
-        if let Err(e) = watchdog::spawn(&stop, remove.as_deref()) {
+        // Only the server this owner started: a new owner that took the kept cluster over after
+        // a crash (and restarted it) must not lose it when the old owner's watchdog wakes up.
+        let pid_file = Path::new(&self.data_dir()).join("postmaster.pid");
+        let ours = self.postmaster_pid().map(|pid| (pid_file, pid));
+        if let Err(e) = watchdog::spawn(&stop, remove.as_deref(), ours) {
             tracing::warn!(error = %e, "no watchdog for the PostgreSQL cluster: it is stopped on drop only");
         }
     }
@@ -562,7 +575,44 @@ mod watchdog {
             .unwrap_or(1024)
     }
 
-    pub(super) fn spawn(stop: &[String], remove: Option<&Path>) -> std::io::Result<()> {
+    /// Reads the first line of `path` as a pid, without allocating (the forked child).
+    ///
+    /// # Safety
+    /// Async-signal-safe: open, read, close on a buffer on the stack.
+    unsafe fn pid_in(path: &CString) -> Option<i32> {
+        let fd = unsafe { nix::libc::open(path.as_ptr(), nix::libc::O_RDONLY) };
+        if fd < 0 {
+            return None;
+        }
+        let mut buf = [0u8; 32];
+        let n = unsafe { nix::libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        unsafe { nix::libc::close(fd) };
+        if n <= 0 {
+            return None;
+        }
+        let mut pid: i32 = 0;
+        let mut digits = 0;
+        for &b in &buf[..n as usize] {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            pid = pid.checked_mul(10)?.checked_add(i32::from(b - b'0'))?;
+            digits += 1;
+        }
+        (digits > 0).then_some(pid)
+    }
+
+    /// `ours`: the server's pid file and the pid this owner started; the server is stopped only
+    /// if that pid still holds it.
+    pub(super) fn spawn(
+        stop: &[String],
+        remove: Option<&Path>,
+        ours: Option<(PathBuf, i32)>,
+    ) -> std::io::Result<()> {
+        let ours = match ours {
+            Some((file, pid)) => Some((c(&file.display().to_string())?, pid)),
+            None => None,
+        };
         let stop = argv(stop)?;
         let rm = match remove {
             Some(dir) => Some(argv(&[
@@ -607,6 +657,12 @@ mod watchdog {
                 };
                 while getppid() == owner {
                     nix::libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                if let Some((file, pid)) = &ours {
+                    if pid_in(file) != Some(*pid) {
+                        // Stopped already, or another owner's server now: not ours to stop.
+                        nix::libc::_exit(0);
+                    }
                 }
                 match fork() {
                     Ok(ForkResult::Child) => {
