@@ -385,6 +385,16 @@ impl StaffAuth {
         Ok(s.clone())
     }
 
+    /// Whether the staff session of `token` is still open (not logged out, not expired, its
+    /// UKEY not pulled), without counting as activity: an open event stream does not keep a
+    /// staff session alive.
+    pub fn is_active(&self, token: &str) -> bool {
+        let sessions = lock(&self.sessions);
+        sessions.get(&digest(token)).is_some_and(|s| {
+            s.last_seen.elapsed() < self.idle && s.created.elapsed() < self.max_age
+        })
+    }
+
     pub fn logout(&self, token: &str) -> bool {
         lock(&self.sessions).remove(&digest(token)).is_some()
     }
