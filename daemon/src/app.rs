@@ -211,6 +211,7 @@ pub async fn serve(
     }
     tracker.spawn(systemd::watchdog(shutdown.clone()));
     tracker.spawn(state.staff.clone().watch_tokens(shutdown.clone()));
+    start_ukey_hotplug(&state, &tracker, shutdown.clone());
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
     start_sync(&loaded, &state, &tracker, shutdown.clone());
 
@@ -499,6 +500,51 @@ fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
         })
         .optional()
         .map_err(StoreError::from)?)
+}
+
+/// Watch applicants' UKEYs arrive and leave: the relay to the screens' event streams, and for
+/// a PKCS#11 UKEY module the slot poller (every `ukey.poll_ms`; the only source where the
+/// kernel shows no USB events) plus, when `token.usb_ids` are configured and USB hot-plug
+/// events can be seen, the USB watcher that refreshes the slots at once. Soft UKEYs are
+/// announced by the simulator.
+fn start_ukey_hotplug(state: &AppState, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(state.clone().relay_ukey_events(shutdown.clone()));
+    let config = &state.config;
+    if config.ukey.provider != TokenProvider::Pkcs11 {
+        return;
+    }
+    let period = Duration::from_millis(config.ukey.poll_ms);
+    let mut tasks = vec![hsm::hotplug::spawn_slot_poller(state.ukeys.clone(), period)];
+    let ids: Vec<hsm::hotplug::UsbId> = config
+        .token
+        .usb_ids
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    if !ids.is_empty() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        match hsm::hotplug::spawn_usb_watcher(state.ukeys.clone(), ids, tx) {
+            Ok(watcher) => {
+                tracing::info!("watching USB hot-plug for token.usb_ids");
+                tasks.push(watcher);
+                tasks.push(tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        tracing::debug!(?event, "USB hot-plug event");
+                    }
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no USB hot-plug events; polling the slot list only")
+            }
+        }
+    }
+    tracing::info!(poll_ms = config.ukey.poll_ms, "polling the UKEY slot list");
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        for task in tasks {
+            task.abort();
+        }
+    });
 }
 
 // ---- sync to HQ: start-up of the sender (crate::sync::hq_client, crate::sync::local_hq) ----
