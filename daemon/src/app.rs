@@ -209,7 +209,11 @@ pub async fn serve(
             Some(path),
         );
     }
-    tracker.spawn(systemd::watchdog(shutdown.clone()));
+    let kiosk = state.clone();
+    tracker.spawn(systemd::watchdog(shutdown.clone(), move |bound| {
+        let kiosk = kiosk.clone();
+        async move { kiosk.liveness(bound).await }
+    }));
     tracker.spawn(state.staff.clone().watch_tokens(shutdown.clone()));
     start_ukey_hotplug(&state, &tracker, shutdown.clone());
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
