@@ -395,6 +395,15 @@ impl StaffAuth {
         })
     }
 
+    /// The serials of the staff UKEYs behind open staff sessions (a staff UKEY in the kiosk is
+    /// not an applicant's).
+    pub fn token_serials(&self) -> Vec<String> {
+        lock(&self.sessions)
+            .values()
+            .map(|s| s.token_serial.clone())
+            .collect()
+    }
+
     pub fn logout(&self, token: &str) -> bool {
         lock(&self.sessions).remove(&digest(token)).is_some()
     }

@@ -2,8 +2,10 @@
 //! stream (`GET /v1/sessions/{id}/events`: present or absent only) and the staff console's
 //! (`GET /v1/staff/events`: which token) within a second. The UKEYs sit in the project's
 //! PKCS#11 module, whose idle slots re-read their files: a token initialised by another
-//! process appears, a slot file removed is a UKEY pulled. This machine's kernel shows no USB,
-//! so the slot poller (`[ukey] poll_ms`, default 500 ms) is what sees them.
+//! process appears, a slot file removed is a UKEY pulled. (SoftHSM2 cannot play this part:
+//! it reads its token directory at `C_Initialize` only, so a token `softhsm2-util` creates
+//! while kioskd runs never shows in `C_GetSlotList`.) This machine's kernel shows no USB, so
+//! the slot poller (`[ukey] poll_ms`, default 500 ms) is what sees them.
 
 mod common;
 

@@ -36,7 +36,9 @@ type Present = BTreeMap<String, String>;
 
 impl Kiosk {
     /// Relay the UKEY provider's arrivals and removals to the screens until `stop`. The
-    /// device token (when the UKEYs share its module) is not a UKEY and is never announced.
+    /// device token (when the UKEYs share its module) is not a UKEY and is never announced;
+    /// the applicant's screen is told whether a UKEY other than a logged-in staff member's is
+    /// present.
     pub async fn relay_ukey_events(self, stop: CancellationToken) {
         // Subscribe before listing: an arrival in between is seen as already present.
         let mut rx = self.ukeys.events();
@@ -105,7 +107,10 @@ impl Kiosk {
             if arrived { "arrived" } else { "left" }
         );
         self.events.token(arrived, label, serial);
-        self.events.device("ukey", !present.is_empty());
+        // The applicant's screen hears of applicants' UKEYs: not of a logged-in staff member's.
+        let staff = self.staff.token_serials();
+        let applicants = present.keys().any(|s| !staff.contains(s));
+        self.events.device("ukey", applicants);
     }
 
     /// The staff console's live events (device presence, tokens arriving and leaving) for
