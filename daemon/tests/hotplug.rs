@@ -114,7 +114,10 @@ fn a_ukey_inserted_and_pulled_while_kioskd_runs_reaches_both_event_streams_withi
     .unwrap();
     let data = root.path().join("data");
     let config = format!(
-        "[kiosk]\nid = \"kiosk-hotplug\"\n\n[ukey]\nprovider = \"pkcs11\"\nmodule = \"{}\"\n\
+        // A UKEY model's USB id is watched too: where the kernel shows no USB (this machine),
+        // the slot poller still sees every UKEY.
+        "[kiosk]\nid = \"kiosk-hotplug\"\n\n[token]\nusb_ids = [\"096e:0703\"]\n\n\
+         [ukey]\nprovider = \"pkcs11\"\nmodule = \"{}\"\n\
          vendor_profile = \"sansec\"\nalgorithm = \"sm2\"\n",
         module.display()
     );
@@ -197,6 +200,16 @@ fn a_ukey_inserted_and_pulled_while_kioskd_runs_reaches_both_event_streams_withi
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "staff_unauthorized");
     let logs = k.stop();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("polling the UKEY slot list")),
+        "the poller did not start"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("watching USB hot-plug") || l.contains("no USB hot-plug events")),
+        "token.usb_ids was not acted on"
+    );
     assert!(
         !logs.iter().any(|l| l.contains(LABEL)),
         "the token's label reached the logs"
