@@ -174,6 +174,21 @@ pub async fn serve(
     let app = without_simulators_in_production(api::router(state.clone()), &config);
     let tracker = TaskTracker::new();
 
+    // The Unix socket first: whoever waits for the TCP listener's log line (tests, scripts)
+    // finds the socket there too.
+    if let Some(sock) = &config.api.unix_socket {
+        let path = loaded.resolve(sock);
+        let listener = bind_unix(&path, config.api.unix_socket_group.as_deref())?;
+        tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
+        spawn_listener(
+            &tracker,
+            listener,
+            app.clone(),
+            shutdown.clone(),
+            "Unix-socket",
+            Some(path),
+        );
+    }
     let listen = opts.api_addr.or(config.api.listen);
     if let Some(addr) = listen {
         let listener = TcpListener::bind(addr)
@@ -194,19 +209,6 @@ pub async fn serve(
             shutdown.clone(),
             "TCP",
             None,
-        );
-    }
-    if let Some(sock) = &config.api.unix_socket {
-        let path = loaded.resolve(sock);
-        let listener = bind_unix(&path, config.api.unix_socket_group.as_deref())?;
-        tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
-        spawn_listener(
-            &tracker,
-            listener,
-            app.clone(),
-            shutdown.clone(),
-            "Unix-socket",
-            Some(path),
         );
     }
     let kiosk = state.clone();
