@@ -61,7 +61,7 @@ impl Kiosk {
 
 impl Kiosk {
     /// Whether the kiosk is alive: a task spawned on the event loop runs, the store answers a
-    /// trivial query and the device token its info, each within `bound`. A part that hangs
+    /// trivial query (its schema version) and the device token its info, each within `bound`. A part that hangs
     /// is left hanging (its blocking thread is not stopped); the caller stops vouching for
     /// the kiosk, and systemd restarts it.
     pub async fn liveness(&self, bound: Duration) -> std::result::Result<(), Unresponsive> {
@@ -84,12 +84,8 @@ impl Kiosk {
                 .map(|r| r.map_err(|_| Error::internal("a task failed"))),
         )?;
         let st = self.clone();
-        let store = blocking(move || {
-            let conn = st.store.conn()?;
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(crate::store::StoreError::from)?;
-            Ok(())
-        });
+        // The schema version: the connection's lock, then the database file's header.
+        let store = blocking(move || Ok(st.store.schema_version().map(drop)?));
         within("store", tokio::time::timeout(bound, store).await.ok())?;
         let token = self.keys.signer.token();
         let info = async move { token.info().await.map(drop).map_err(Error::from) };
