@@ -195,6 +195,19 @@ fn a_ukey_inserted_and_pulled_while_kioskd_runs_reaches_both_event_streams_withi
             "the applicant's stream names the token: {text}"
         );
     }
+    // The staff stream ends with the staff session (and does not keep it alive).
+    let (status, _) = k.call("POST", "/v1/staff/logout", Some(&staff), None);
+    assert_eq!(status, 204);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match console.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(event) => seen_staff.push(event),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the staff stream outlived the staff session")
+            }
+        }
+    }
     // A staff stream without a staff token is refused.
     let (status, body) = k.call("GET", "/v1/staff/events", Some("not-staff"), None);
     assert_eq!(status, 401, "{body}");
