@@ -316,6 +316,10 @@ pub struct UkeySection {
     pub factory_so_pin: ConfigSecret,
     /// Timeout of one PKCS#11 call, in milliseconds (key generation can take seconds).
     pub call_timeout_ms: u64,
+    /// How often the slot list is re-read (`C_GetSlotList`) to see UKEYs arrive and leave,
+    /// in milliseconds (1..=1000: an arrival reaches the screens within a second). Also the
+    /// safety net behind the USB watcher of `token.usb_ids`.
+    pub poll_ms: u64,
 }
 
 impl Default for UkeySection {
@@ -331,6 +335,7 @@ impl Default for UkeySection {
             key_label: "holder-sign".into(),
             factory_so_pin: ConfigSecret::new("12345678"),
             call_timeout_ms: 30_000,
+            poll_ms: 500,
         }
     }
 }

@@ -198,6 +198,23 @@ fn effective_config_redacts_secrets() {
     assert!(!format!("{:?}", loaded.config).contains("a-very-secret"));
 }
 
+/// A UKEY that arrives must reach the screens within a second: a slot poll slower than that,
+/// or no poll at all, is refused with the key named.
+#[test]
+fn ukey_poll_interval_is_at_most_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load_text("[ukey]\npoll_ms = 250\n", dir.path()).unwrap();
+    assert_eq!(loaded.config.ukey.poll_ms, 250);
+    assert_eq!(Config::default().ukey.poll_ms, 500);
+    for bad in ["0", "1001"] {
+        let err = load_text(&format!("[ukey]\npoll_ms = {bad}\n"), dir.path()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid");
+        };
+        assert!(problems.iter().any(|p| p.key == "ukey.poll_ms"), "{bad}");
+    }
+}
+
 #[test]
 fn usb_ids_parse() {
     assert_eq!(validate::parse_usb_id("096e:0703"), Some((0x096e, 0x0703)));

@@ -393,6 +393,13 @@ fn check_ukey(config: &Config, c: &mut Collector<'_>) {
             "set a timeout such as 30000",
         );
     }
+    if !(1..=1000).contains(&u.poll_ms) {
+        c.push(
+            "ukey.poll_ms",
+            format!("{} is not between 1 and 1000", u.poll_ms),
+            "poll the slot list at most a second apart, e.g. 500",
+        );
+    }
 }
 
 /// Parse `"096e:0703"` into (vendor id, product id).

@@ -177,6 +177,21 @@ pub async fn serve(
     let app = without_simulators_in_production(api::router(state.clone()), &config);
     let tracker = TaskTracker::new();
 
+    // The Unix socket first: whoever waits for the TCP listener's log line (tests, scripts)
+    // finds the socket there too.
+    if let Some(sock) = &config.api.unix_socket {
+        let path = loaded.resolve(sock);
+        let listener = bind_unix(&path, config.api.unix_socket_group.as_deref())?;
+        tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
+        spawn_listener(
+            &tracker,
+            listener,
+            app.clone(),
+            shutdown.clone(),
+            "Unix-socket",
+            Some(path),
+        );
+    }
     let listen = opts.api_addr.or(config.api.listen);
     if let Some(addr) = listen {
         let listener = TcpListener::bind(addr)
@@ -199,21 +214,13 @@ pub async fn serve(
             None,
         );
     }
-    if let Some(sock) = &config.api.unix_socket {
-        let path = loaded.resolve(sock);
-        let listener = bind_unix(&path, config.api.unix_socket_group.as_deref())?;
-        tracing::info!(socket = %path.display(), "kioskd serving the API on a Unix socket");
-        spawn_listener(
-            &tracker,
-            listener,
-            app.clone(),
-            shutdown.clone(),
-            "Unix-socket",
-            Some(path),
-        );
-    }
-    tracker.spawn(systemd::watchdog(shutdown.clone()));
+    let kiosk = state.clone();
+    tracker.spawn(systemd::watchdog(shutdown.clone(), move |bound| {
+        let kiosk = kiosk.clone();
+        async move { kiosk.liveness(bound).await }
+    }));
     tracker.spawn(state.staff.clone().watch_tokens(shutdown.clone()));
+    start_ukey_hotplug(&state, &tracker, shutdown.clone());
     tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
     start_sync(&loaded, &state, &tracker, shutdown.clone());
 
@@ -502,6 +509,51 @@ fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
         })
         .optional()
         .map_err(StoreError::from)?)
+}
+
+/// Watch applicants' UKEYs arrive and leave: the relay to the screens' event streams, and for
+/// a PKCS#11 UKEY module the slot poller (every `ukey.poll_ms`; the only source where the
+/// kernel shows no USB events) plus, when `token.usb_ids` are configured and USB hot-plug
+/// events can be seen, the USB watcher that refreshes the slots at once. Soft UKEYs are
+/// announced by the simulator.
+fn start_ukey_hotplug(state: &AppState, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(state.clone().relay_ukey_events(shutdown.clone()));
+    let config = &state.config;
+    if config.ukey.provider != TokenProvider::Pkcs11 {
+        return;
+    }
+    let period = Duration::from_millis(config.ukey.poll_ms);
+    let mut tasks = vec![hsm::hotplug::spawn_slot_poller(state.ukeys.clone(), period)];
+    let ids: Vec<hsm::hotplug::UsbId> = config
+        .token
+        .usb_ids
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    if !ids.is_empty() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        match hsm::hotplug::spawn_usb_watcher(state.ukeys.clone(), ids, tx) {
+            Ok(watcher) => {
+                tracing::info!("watching USB hot-plug for token.usb_ids");
+                tasks.push(watcher);
+                tasks.push(tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        tracing::debug!(?event, "USB hot-plug event");
+                    }
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no USB hot-plug events; polling the slot list only")
+            }
+        }
+    }
+    tracing::info!(poll_ms = config.ukey.poll_ms, "polling the UKEY slot list");
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        for task in tasks {
+            task.abort();
+        }
+    });
 }
 
 // ---- sync to HQ: start-up of the sender (crate::sync::hq_client, crate::sync::local_hq) ----

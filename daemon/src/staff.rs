@@ -385,6 +385,25 @@ impl StaffAuth {
         Ok(s.clone())
     }
 
+    /// Whether the staff session of `token` is still open (not logged out, not expired, its
+    /// UKEY not pulled), without counting as activity: an open event stream does not keep a
+    /// staff session alive.
+    pub fn is_active(&self, token: &str) -> bool {
+        let sessions = lock(&self.sessions);
+        sessions.get(&digest(token)).is_some_and(|s| {
+            s.last_seen.elapsed() < self.idle && s.created.elapsed() < self.max_age
+        })
+    }
+
+    /// The serials of the staff UKEYs behind open staff sessions (a staff UKEY in the kiosk is
+    /// not an applicant's).
+    pub fn token_serials(&self) -> Vec<String> {
+        lock(&self.sessions)
+            .values()
+            .map(|s| s.token_serial.clone())
+            .collect()
+    }
+
     pub fn logout(&self, token: &str) -> bool {
         lock(&self.sessions).remove(&digest(token)).is_some()
     }

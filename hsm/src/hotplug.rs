@@ -43,10 +43,21 @@ pub fn spawn_slot_poller(provider: Arc<dyn TokenProvider>, interval: Duration) -
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Said once when refreshes start failing and once when they work again: a poll every
+        // half second must not flood the log while the middleware is down.
+        let mut failing = false;
         loop {
             ticker.tick().await;
-            if let Err(e) = provider.refresh().await {
-                tracing::warn!(provider = %provider.describe(), error = %e, "slot refresh failed");
+            match provider.refresh().await {
+                Err(e) if !failing => {
+                    tracing::warn!(provider = %provider.describe(), error = %e, "slot refresh failed");
+                    failing = true;
+                }
+                Ok(_) if failing => {
+                    tracing::info!(provider = %provider.describe(), "slot refresh works again");
+                    failing = false;
+                }
+                _ => {}
             }
         }
     })

@@ -17,7 +17,22 @@ fn lock() -> MutexGuard<'static, Option<Module>> {
     MODULE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Test fault injection only: while the file named by `KIOSK_SOFTTOKEN_HANG_FILE` exists,
+/// every call that reaches the token blocks (as a wedged USB token or HSM link does), and
+/// answers once the file is gone. Unset (always, outside tests) it costs one lookup.
+pub const HANG_FILE_ENV: &str = "KIOSK_SOFTTOKEN_HANG_FILE";
+
+fn hang_while_fault_file() {
+    let Some(path) = std::env::var_os(HANG_FILE_ENV) else {
+        return;
+    };
+    while std::path::Path::new(&path).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn with<T>(f: impl FnOnce(&mut Module) -> R<T>) -> R<T> {
+    hang_while_fault_file();
     let mut guard = lock();
     let module = guard.as_mut().ok_or(Ck(CKR_CRYPTOKI_NOT_INITIALIZED))?;
     f(module)

@@ -21,6 +21,7 @@ mod rights;
 mod sessions;
 mod simulator;
 mod staff;
+mod staff_events;
 mod ukey;
 mod verification;
 
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(face::routes())
         .merge(pages::routes())
         .merge(staff::routes())
+        .merge(staff_events::routes())
         .merge(batch::routes())
         .merge(rights::routes())
         .merge(verification::routes())

@@ -113,6 +113,11 @@ impl LocalHqProcess {
             .arg(&verifier)
             .arg("--issuing-ca")
             .arg(issuing_ca)
+            // The child is not the service's main process: systemd's notify socket and
+            // watchdog are kioskd's own (a child pinging them would hide a wedged kioskd).
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,9 +1,23 @@
 //! The kiosk's health as a screen or a probe sees it: version, uptime, store schema, whether
-//! intake is open (disk space), whether an applicant is being served, the sync backlog.
+//! intake is open (disk space), whether an applicant is being served, the sync backlog; and
+//! its liveness as systemd's watchdog needs it: do the event loop, the store and the device
+//! token answer within a bound.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Kiosk, Result, blocking};
+use super::{Error, Kiosk, Result, blocking};
+
+/// Which part of the kiosk did not answer within the bound, and how (no personal values:
+/// a part's name and a technical reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part} did not answer: {reason}")]
+pub struct Unresponsive {
+    /// `event loop`, `store` or `device token`.
+    pub part: &'static str,
+    pub reason: String,
+}
 
 #[derive(Serialize)]
 pub struct Health {
@@ -47,5 +61,39 @@ impl Kiosk {
             sync_backlog,
             witness,
         })
+    }
+}
+
+impl Kiosk {
+    /// Whether the kiosk is alive: a task spawned on the event loop runs, the store answers a
+    /// trivial query (its schema version) and the device token its info, each within `bound`. A part that hangs
+    /// is left hanging (its blocking thread is not stopped); the caller stops vouching for
+    /// the kiosk, and systemd restarts it.
+    pub async fn liveness(&self, bound: Duration) -> std::result::Result<(), Unresponsive> {
+        let within = |part: &'static str, outcome: Option<Result<()>>| match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(Unresponsive {
+                part,
+                reason: e.message,
+            }),
+            None => Err(Unresponsive {
+                part,
+                reason: format!("no answer within {} ms", bound.as_millis()),
+            }),
+        };
+        let event_loop = tokio::time::timeout(bound, tokio::spawn(async {})).await;
+        within(
+            "event loop",
+            event_loop
+                .ok()
+                .map(|r| r.map_err(|_| Error::internal("a task failed"))),
+        )?;
+        let st = self.clone();
+        // The schema version: the connection's lock, then the database file's header.
+        let store = blocking(move || Ok(st.store.schema_version().map(drop)?));
+        within("store", tokio::time::timeout(bound, store).await.ok())?;
+        let token = self.keys.signer.token();
+        let info = async move { token.info().await.map(drop).map_err(Error::from) };
+        within("device token", tokio::time::timeout(bound, info).await.ok())
     }
 }

@@ -20,6 +20,7 @@ pub mod enterprise;
 pub mod error;
 pub mod face;
 pub mod health;
+pub mod hotplug;
 pub mod idcard;
 pub mod issuance;
 pub mod plan;
