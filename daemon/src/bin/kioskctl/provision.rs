@@ -118,10 +118,14 @@ fn load_config(args: &DaemonConfigArgs) -> Result<LoadedConfig> {
         (args.data_dir.is_none() && Path::new(PACKAGED_CONFIG).is_file())
             .then(|| PathBuf::from(PACKAGED_CONFIG))
     });
-    kiosk_config::load(LoadOptions {
-        file: file.as_deref(),
-        data_dir: args.data_dir.as_deref(),
-    })
+    // The files provisioning writes need not exist yet.
+    kiosk_config::load_before_writing(
+        LoadOptions {
+            file: file.as_deref(),
+            data_dir: args.data_dir.as_deref(),
+        },
+        &["hq.ca_cert", "hq.client_cert", "hq.record_key"],
+    )
     .map_err(|e| {
         let origin = file
             .as_deref()
