@@ -681,6 +681,32 @@ witness_key = "witness.hex"
     }
 
     #[test]
+    fn enroll_section_resolves_its_key_and_needs_its_own_port() {
+        let text = format!(
+            "{MINIMAL}\n[enroll]\nlisten = \"0.0.0.0:8444\"\nkiosk_ca_key = \"private/kiosk-ca.key\"\n"
+        );
+        let c = HqConfig::parse(&text, Path::new("/etc/hq-ingest/hq-ingest.toml")).unwrap();
+        let enroll = c.enroll.as_ref().unwrap();
+        assert_eq!(
+            enroll.kiosk_ca_key,
+            SecretRef::File("/etc/hq-ingest/private/kiosk-ca.key".into())
+        );
+        assert_eq!(enroll.validity_days, 365);
+        assert!(
+            c.referenced_files()
+                .iter()
+                .any(|(k, _)| *k == "enroll.kiosk_ca_key")
+        );
+        let again = HqConfig::parse(&c.effective_toml(), Path::new("/x/y.toml")).unwrap();
+        assert_eq!(again, c);
+        let clash = text.replace("0.0.0.0:8444", "0.0.0.0:8443");
+        let msg = HqConfig::parse(&clash, Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("enroll.listen"), "{msg}");
+    }
+
+    #[test]
     fn credential_names_cannot_escape_the_directory() {
         let text = MINIMAL.replace("credential:server.key", "credential:../etc/shadow");
         assert!(HqConfig::parse(&text, Path::new("f.toml")).is_err());

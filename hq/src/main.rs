@@ -34,6 +34,8 @@ struct Cli {
     command: Option<Cmd>,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the mTLS ingest service.
