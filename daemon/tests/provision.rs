@@ -78,7 +78,7 @@ fn a_kiosk_provisioned_with_a_one_time_code_syncs_its_first_records_and_the_code
     let bin = hq_ingest();
     let dir = data_dir();
     let pki = hq_ingest::dev_pki::generate(&dir.path().join("pki")).unwrap();
-    let (hq_port, enroll_port) = (free_port(), free_port());
+    let (hq_port, enroll_port, metrics_port) = (free_port(), free_port(), free_port());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,6 +86,7 @@ fn a_kiosk_provisioned_with_a_one_time_code_syncs_its_first_records_and_the_code
     let cluster = hq_ingest::pg_cluster::TempCluster::start().unwrap();
     let db = rt.block_on(cluster.create_database("hq")).unwrap();
     let enroll_listen = format!("127.0.0.1:{enroll_port}");
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let _hq = serve_with(
         &bin,
         &db,
@@ -96,6 +97,8 @@ fn a_kiosk_provisioned_with_a_one_time_code_syncs_its_first_records_and_the_code
             enroll_listen.as_ref(),
             "--kiosk-ca-key".as_ref(),
             pki.ca_key.as_os_str(),
+            "--metrics-listen".as_ref(),
+            metrics_listen.as_ref(),
         ],
     );
     let enroll_url = format!("https://127.0.0.1:{enroll_port}");
@@ -198,6 +201,24 @@ retry_max_ms = 400
     let rows = hq_records(&db, KIOSK);
     let applicants = assert_exactly_once(&rows, 3);
     assert_only_allowed(&applicants, &pki.record_key);
+    // HQ's per-kiosk gauges: the kiosk's last contact, and the backlog its batches report.
+    let metrics = || {
+        Kioskd::agent()
+            .get(&format!("http://{metrics_listen}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    wait_for(
+        "HQ's backlog gauge of the kiosk",
+        Duration::from_secs(30),
+        || metrics().contains(&format!("hq_kiosk_backlog_records{{kiosk=\"{KIOSK}\"}} 0")),
+    );
+    assert!(metrics().contains(&format!(
+        "hq_kiosk_last_contact_timestamp_seconds{{kiosk=\"{KIOSK}\"}}"
+    )));
     let logs = k.stop();
     for code in [&expired, &code, &fresh] {
         assert!(
