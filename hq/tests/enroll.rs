@@ -1,6 +1,7 @@
 //! Kiosk enrollment at HQ against a real PostgreSQL: a one-time code works once (also when
 //! used twice at the same moment), expires, is tied to its kiosk; the certificate issued is a
-//! kiosk client certificate HQ's mTLS verifier accepts; refusals are audited without the code.
+//! kiosk client certificate HQ's mTLS verifier accepts; refusals are audited without the code;
+//! the enrollment listener serves nothing else.
 
 mod common;
 
@@ -216,4 +217,107 @@ async fn expired_unknown_and_other_kiosks_codes_are_refused_and_audited_without_
         .get(0);
     assert_eq!(stored, 2, "only hashes of the two codes made");
     hq_ingest::ca_audit::verify_chain(&s.client).await.unwrap();
+}
+
+/// One HTTP/1.1 request over TLS 1.3 trusting `ca_pem`, without a client certificate; the
+/// whole answer (empty when the server ends the connection instead).
+async fn https_without_client_cert(
+    addr: std::net::SocketAddr,
+    ca_pem: &[u8],
+    request: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(hq_ingest::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(hq_ingest::tls::roots(ca_pem).unwrap())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return String::new();
+    };
+    if tls.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrollment_listener_serves_enrollment_only_and_the_mtls_listener_still_needs_a_kiosk_certificate()
+ {
+    let mut s = setup("enroll_listener").await;
+    let pki = s.pki.clone();
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let url = common::cluster()
+        .create_database(&format!("enroll_listener_ingest_{}", std::process::id()))
+        .await
+        .unwrap();
+    let pool = db::pool(&url, 4).unwrap();
+    let ingestor = hq_ingest::ingest::Ingestor::new(
+        pool,
+        std::sync::Arc::new(keys::load_soft_recipient(&pki.record_key).unwrap()),
+        std::sync::Arc::new(keys::load_witness_key(&pki.witness_key).unwrap()),
+        "hq-witness".into(),
+        std::sync::Arc::new(hq_ingest::ingest::SystemClock),
+        std::sync::Arc::new(hq_ingest::metrics::Metrics::new()),
+    );
+    let server = hq_ingest::server::start_services(
+        ingestor,
+        None,
+        Some(hq_ingest::server::EnrollListener {
+            service: s.service.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: hq_ingest::tls::enroll_server_config(
+                &read(&pki.server_cert),
+                &read(&pki.server_key),
+            )
+            .unwrap(),
+        }),
+        hq_ingest::tls::server_config(
+            &read(&pki.ca_cert),
+            &read(&pki.server_cert),
+            &read(&pki.server_key),
+        )
+        .unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let enroll_addr = server.enroll_addr.unwrap();
+    let ca = read(&pki.ca_cert);
+    let http = |method: &str, path: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (method, path) in [
+        ("POST", "/v1/batches"),
+        ("GET", "/metrics"),
+        ("GET", "/health"),
+        ("GET", "/.well-known/est/cacerts"),
+        ("POST", "/.well-known/est/simpleenroll"),
+    ] {
+        let answer = https_without_client_cert(enroll_addr, &ca, &http(method, path, "")).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 404") || answer.starts_with("HTTP/1.1 405"),
+            "{method} {path} on the enrollment listener: {answer}"
+        );
+    }
+    // Enrollment itself works there without a client certificate.
+    let code = code(&mut s, Duration::from_secs(600)).await;
+    let body = serde_json::to_string(&request(&code, KIOSK)).unwrap();
+    let answer =
+        https_without_client_cert(enroll_addr, &ca, &http("POST", "/v1/enroll", &body)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The mTLS listener answers nothing to a peer without a kiosk certificate.
+    let answer =
+        https_without_client_cert(server.addr, &ca, &http("POST", "/v1/enroll", &body)).await;
+    assert!(!answer.starts_with("HTTP/1.1"), "{answer}");
+    server.shutdown().await;
 }
