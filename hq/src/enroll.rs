@@ -332,11 +332,12 @@ impl EnrollService {
             if !matches!(e, EnrollError::Db(_)) {
                 self.audit_refusal(request, e).await;
             }
-            tracing::warn!(
-                code = e.code(),
-                kiosk = request.kiosk_id.get(..64).unwrap_or(&request.kiosk_id),
-                "kiosk enrollment refused"
-            );
+            let kiosk = if valid_kiosk_id(&request.kiosk_id) {
+                request.kiosk_id.as_str()
+            } else {
+                "(invalid)"
+            };
+            tracing::warn!(code = e.code(), kiosk, "kiosk enrollment refused");
         }
         result
     }

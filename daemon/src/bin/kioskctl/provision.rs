@@ -191,7 +191,9 @@ fn targets(loaded: &LoadedConfig) -> Targets {
     }
 }
 
-async fn provision(args: ProvisionArgs) -> Result<String> {
+async fn provision(mut args: ProvisionArgs) -> Result<String> {
+    // Wiped however this returns.
+    let code = Zeroizing::new(std::mem::take(&mut args.code));
     let loaded = load_config(&args.daemon)?;
     let config = &loaded.config;
     let kiosk_id = config.kiosk.id.clone();
@@ -254,7 +256,8 @@ async fn provision(args: ProvisionArgs) -> Result<String> {
     let csr = hsm::csr::build_csr(token.as_ref(), TLS_KEY_LABEL, &format!("CN={kiosk_id}")).await?;
 
     let request = EnrollRequest {
-        code: args.code.clone(),
+        // The request wipes its copy when dropped.
+        code: code.as_str().to_owned(),
         kiosk_id: kiosk_id.clone(),
         csr_pem: csr.pem.clone(),
         device_key: records::public_keys::verifier_to_json(&verifier),
