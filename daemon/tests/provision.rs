@@ -167,6 +167,11 @@ retry_max_ms = 400
         std::fs::read(kiosk_dir.join("hq/hq-ca.pem")).unwrap(),
         std::fs::read(&pki.ca_cert).unwrap()
     );
+    assert_eq!(
+        std::fs::read_to_string(kiosk_dir.join("hq/hq-witness-key.json")).unwrap(),
+        std::fs::read_to_string(&pki.witness_public).unwrap(),
+        "HQ's witness key, for the kiosk to pin"
+    );
     assert!(
         !kiosk_dir.join("hq").read_dir().unwrap().any(|e| {
             let name = e.unwrap().file_name();

@@ -306,12 +306,20 @@ pub struct EnrollService {
     kiosk_ca: Arc<Issuer>,
     kiosk_ca_pem: Arc<str>,
     record_public: Arc<str>,
+    witness: Arc<(String, String)>,
 }
 
 impl EnrollService {
     /// `kiosk_ca` signs the certificates; `record_public` is [`crate::keys::recipient_public_to_json`]
-    /// of HQ's record key.
-    pub fn new(pool: Pool, kiosk_ca: Issuer, record_public: String) -> Self {
+    /// of HQ's record key; `witness_public` ([`crate::keys::verifier_to_json`]) and
+    /// `witness_name` are HQ's audit witness key and its name, which kiosks pin.
+    pub fn new(
+        pool: Pool,
+        kiosk_ca: Issuer,
+        record_public: String,
+        witness_public: String,
+        witness_name: String,
+    ) -> Self {
         let kiosk_ca_pem = pem::encode(&pem::Pem::new(
             "CERTIFICATE",
             kiosk_ca.certificate_der().to_vec(),
@@ -321,6 +329,7 @@ impl EnrollService {
             kiosk_ca: Arc::new(kiosk_ca),
             kiosk_ca_pem: kiosk_ca_pem.into(),
             record_public: record_public.into(),
+            witness: Arc::new((witness_public, witness_name)),
         }
     }
 
@@ -468,6 +477,8 @@ impl EnrollService {
             serial: serial_hex,
             certificate_chain_pem: format!("{leaf}{}", self.kiosk_ca_pem),
             record_public: self.record_public.to_string(),
+            witness_public: self.witness.0.clone(),
+            witness_name: self.witness.1.clone(),
         })
     }
 }

@@ -130,6 +130,7 @@ pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
     let record_public = keys::recipient_public_to_json(&recipient.public_keys());
     let witness =
         keys::load_witness_key(&secret_path(&config.keys.witness_key, "keys.witness_key")?)?;
+    let witness_public = keys::verifier_to_json(&witness.verifier());
     let retention = if config.retention.enabled {
         Some((config.retention_policy()?, config.retention.interval.0))
     } else {
@@ -177,7 +178,13 @@ pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
         None => None,
     };
     let enroll = enroll_parts.map(|(addr, kiosk_ca, tls)| server::EnrollListener {
-        service: crate::enroll::EnrollService::new(pool.clone(), kiosk_ca, record_public),
+        service: crate::enroll::EnrollService::new(
+            pool.clone(),
+            kiosk_ca,
+            record_public,
+            witness_public,
+            config.keys.witness_name.clone(),
+        ),
         addr,
         tls,
     });

@@ -37,7 +37,14 @@ async fn setup(test: &str) -> Setup {
     let issuer =
         Issuer::load(&pki.ca_cert, &pki.ca_key, Duration::from_secs(365 * 86_400)).unwrap();
     let record_public = std::fs::read_to_string(&pki.record_public).unwrap();
-    let service = EnrollService::new(db::pool(&url, 8).unwrap(), issuer, record_public);
+    let witness_public = std::fs::read_to_string(&pki.witness_public).unwrap();
+    let service = EnrollService::new(
+        db::pool(&url, 8).unwrap(),
+        issuer,
+        record_public,
+        witness_public,
+        "hq-witness".into(),
+    );
     Setup {
         _dir: dir,
         pki,

@@ -53,6 +53,11 @@ pub struct EnrollAnswer {
     pub certificate_chain_pem: String,
     /// HQ's record-encryption public keys (JSON, [`crate::public_keys`]).
     pub record_public: String,
+    /// HQ's witness public key (verifier JSON), which the kiosk pins to check HQ's
+    /// cosignatures of its audit log.
+    pub witness_public: String,
+    /// The witness key's name in cosignature lines.
+    pub witness_name: String,
 }
 
 /// HQ's refusal: a stable `error` code and a one-line message.

@@ -9,7 +9,8 @@
 //! verifier over TLS 1.3 to HQ's enrollment listener, pinned to the given HQ CA. HQ answers
 //! with the kiosk's client certificate and its record-encryption keys, written where
 //! `[hq]` names them (`ca_cert`, `client_cert`, `record_key`; unset: under the data directory
-//! in `hq/`). The store lock is held throughout: provisioning is refused while kioskd runs
+//! in `hq/`), and HQ's audit witness key as `hq/hq-witness-key.json` under the data directory
+//! (for `[hq] witness_key`). The store lock is held throughout: provisioning is refused while kioskd runs
 //! on this store, and kioskd cannot start half way through.
 //!
 //! Errors are one line on stderr (exit status 2); the code is never printed.
@@ -176,6 +177,8 @@ struct Targets {
     ca_cert: PathBuf,
     client_cert: PathBuf,
     record_key: PathBuf,
+    /// HQ's witness key, for kioskd's `[hq] witness_key`.
+    witness_key: PathBuf,
 }
 
 fn targets(loaded: &LoadedConfig) -> Targets {
@@ -188,6 +191,7 @@ fn targets(loaded: &LoadedConfig) -> Targets {
         ca_cert: pick(&hq.ca_cert, "hq-ca.pem"),
         client_cert: pick(&hq.client_cert, "kiosk.pem"),
         record_key: pick(&hq.record_key, "hq-record-key.json"),
+        witness_key: loaded.data_dir().join("hq").join("hq-witness-key.json"),
     }
 }
 
@@ -288,21 +292,26 @@ async fn provision(mut args: ProvisionArgs) -> Result<String> {
     }
     records::public_keys::recipient_public_from_json(&answer.record_public)
         .map_err(|e| ProvisionError::BadAnswer(format!("record_public: {e}")))?;
+    records::public_keys::verifier_from_json(&answer.witness_public)
+        .map_err(|e| ProvisionError::BadAnswer(format!("witness_public: {e}")))?;
 
     let targets = targets(&loaded);
     write_atomic(&targets.ca_cert, &ca_pem)?;
     write_atomic(&targets.client_cert, chain)?;
     write_atomic(&targets.record_key, answer.record_public.as_bytes())?;
+    write_atomic(&targets.witness_key, answer.witness_public.as_bytes())?;
 
     let mut report = format!(
         "provisioned kiosk {} (branch {}): client certificate serial {} for the device token's key {TLS_KEY_LABEL}\n\
-         wrote {}\n      {}\n      {}\n",
+         wrote {}\n      {}\n      {}\n      {} (HQ's audit witness key {:?}: kioskd's [hq] witness_key, witness_name)\n",
         answer.kiosk_id,
         answer.branch,
         answer.serial,
         targets.client_cert.display(),
         targets.ca_cert.display(),
         targets.record_key.display(),
+        targets.witness_key.display(),
+        answer.witness_name,
     );
     let hq = &config.hq;
     if hq.mode != HqMode::Remote
