@@ -176,6 +176,20 @@ pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
 
 /// Load, apply overrides, make the data directory absolute, and validate.
 pub fn load(opts: LoadOptions<'_>) -> Result<LoadedConfig, ConfigError> {
+    load_with(opts, &[])
+}
+
+/// [`load`] for a tool about to write the files named by the dotted keys `to_be_written`
+/// (`kioskctl provision` writes `hq.client_cert`, ...): those files need not exist yet; every
+/// other check applies.
+pub fn load_before_writing(
+    opts: LoadOptions<'_>,
+    to_be_written: &[&str],
+) -> Result<LoadedConfig, ConfigError> {
+    load_with(opts, to_be_written)
+}
+
+fn load_with(opts: LoadOptions<'_>, to_be_written: &[&str]) -> Result<LoadedConfig, ConfigError> {
     let (mut config, text) = match opts.file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -197,7 +211,11 @@ pub fn load(opts: LoadOptions<'_>) -> Result<LoadedConfig, ConfigError> {
     }
     config.kiosk.data_dir = absolute(&config.kiosk.data_dir);
     let mut problems = load_secrets(&mut config, opts.file, &text);
-    problems.extend(validate::validate(&config, opts.file, &text));
+    problems.extend(
+        validate::validate(&config, opts.file, &text)
+            .into_iter()
+            .filter(|p| !(to_be_written.contains(&p.key.as_str()) && validate::is_missing_file(p))),
+    );
     if problems.is_empty() {
         Ok(LoadedConfig {
             config,

@@ -517,12 +517,19 @@ fn check_endpoint(key: &str, url: Option<&str>, c: &mut Collector<'_>) {
     }
 }
 
+/// Whether `problem` is [`require_file`]'s "file does not exist".
+pub(crate) fn is_missing_file(problem: &Problem) -> bool {
+    problem.message.starts_with("file ") && problem.message.ends_with(MISSING_FILE)
+}
+
+const MISSING_FILE: &str = " does not exist";
+
 fn require_file(config: &Config, key: &str, path: &Path, c: &mut Collector<'_>) {
     let full = config.resolve(path);
     if !full.is_file() {
         c.push(
             key,
-            format!("file {} does not exist", full.display()),
+            format!("file {}{MISSING_FILE}", full.display()),
             "correct the path or install the file",
         );
     }

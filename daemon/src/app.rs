@@ -13,8 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use hsm::{KeyAlgorithm, Pin};
-use kiosk_config::{EnvelopeSuite, KioskMode, TokenProvider};
+use kiosk_config::{KioskMode, TokenProvider};
 use records::signing::RecordSigner;
 
 use crate::api::{self, AppState};
@@ -257,39 +256,15 @@ async fn open_device_keys(
     provider: &Arc<dyn hsm::TokenProvider>,
 ) -> Result<KioskKeys, AppError> {
     let section = &loaded.config.token;
-    let pin = match &section.device_pin_file {
-        Some(path) if loaded.config.kiosk.mode == KioskMode::Production => {
-            let path = loaded.resolve(path);
-            let text = kiosk_config::read_private(&path)
-                .map_err(|e| AppError::Production(format!("token.device_pin_file: {e}")))?;
-            Pin::new(text.trim().to_string())
+    let pin = token_keys::device_pin(loaded).map_err(|e| match e {
+        token_keys::DeviceTokenError::PinFile { path, source } => {
+            AppError::PinFile { path, source }
         }
-        Some(path) => {
-            let path = loaded.resolve(path);
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&path)
-                    .map_err(|source| AppError::PinFile { path, source })?,
-            );
-            Pin::new(text.trim().to_string())
-        }
-        None => Pin::new(section.device_pin.expose().to_string()),
-    };
-    let token = match provider.open_token(&section.device_token).await {
-        Ok(t) => t,
-        Err(hsm::TokenError::TokenNotPresent(_)) if section.provider == TokenProvider::Soft => {
-            tracing::info!(label = %section.device_token, "creating the embedded soft device token");
-            let so = Pin::new(section.device_so_pin.expose().to_string());
-            provider
-                .init_token(&section.device_token, &so, &pin)
-                .await?;
-            provider.open_token(&section.device_token).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let algorithm = match loaded.config.hq.suite {
-        EnvelopeSuite::Gm => KeyAlgorithm::Sm2,
-        EnvelopeSuite::Nist => KeyAlgorithm::P256,
-    };
+        token_keys::DeviceTokenError::PrivatePinFile(_) => AppError::Production(e.to_string()),
+        token_keys::DeviceTokenError::Token(e) => AppError::Token(e),
+    })?;
+    let token = token_keys::open_device_token(loaded, provider, &pin).await?;
+    let algorithm = token_keys::device_key_algorithm(loaded.config.hq.suite);
     let known = meta_get(store, "keys.digest_algorithm")?;
     let keys = token_keys::prepare(
         token,

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use hsm::{KeyAlgorithm, Pin, SecretKeyKind, Token, TokenError, UserKind};
+use hsm::{KeyAlgorithm, KeyInfo, Pin, SecretKeyKind, Token, TokenError, UserKind};
+use kiosk_config::{EnvelopeSuite, KioskMode, LoadedConfig, TokenProvider};
 use records::signing::{PublicVerifier, RecordSigner, SignatureAlgorithm, SignatureError};
 use tokio::runtime::Handle;
 use zeroize::Zeroizing;
@@ -106,6 +107,113 @@ impl KeyVault for TokenKeyVault {
     }
 }
 
+/// Why the device token could not be opened (shared by kioskd and `kioskctl provision`).
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceTokenError {
+    /// The PIN file could not be read.
+    #[error("reading {path}: {source}")]
+    PinFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Production mode: the PIN file is not private to the service.
+    #[error("token.device_pin_file: {0}")]
+    PrivatePinFile(kiosk_config::SecretError),
+    #[error("device token: {0}")]
+    Token(#[from] TokenError),
+}
+
+/// The device token's user PIN as configured: `token.device_pin_file` (in production it
+/// must be private to the service) or `token.device_pin`.
+pub fn device_pin(loaded: &LoadedConfig) -> Result<Pin, DeviceTokenError> {
+    let section = &loaded.config.token;
+    Ok(match &section.device_pin_file {
+        Some(path) if loaded.config.kiosk.mode == KioskMode::Production => {
+            let path = loaded.resolve(path);
+            let text =
+                kiosk_config::read_private(&path).map_err(DeviceTokenError::PrivatePinFile)?;
+            Pin::new(text.trim().to_string())
+        }
+        Some(path) => {
+            let path = loaded.resolve(path);
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| DeviceTokenError::PinFile { path, source })?,
+            );
+            Pin::new(text.trim().to_string())
+        }
+        None => Pin::new(section.device_pin.expose().to_string()),
+    })
+}
+
+/// Open the configured device token, creating the embedded soft token the first time
+/// (with `pin` as its user PIN and the configured SO PIN).
+pub async fn open_device_token(
+    loaded: &LoadedConfig,
+    provider: &Arc<dyn hsm::TokenProvider>,
+    pin: &Pin,
+) -> Result<Arc<dyn Token>, TokenError> {
+    let section = &loaded.config.token;
+    match provider.open_token(&section.device_token).await {
+        Ok(t) => Ok(t),
+        Err(TokenError::TokenNotPresent(_)) if section.provider == TokenProvider::Soft => {
+            tracing::info!(label = %section.device_token, "creating the embedded soft device token");
+            let so = Pin::new(section.device_so_pin.expose().to_string());
+            provider.init_token(&section.device_token, &so, pin).await?;
+            provider.open_token(&section.device_token).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The device key's type: SM2 for the GM envelope suite, P-256 for NIST.
+pub fn device_key_algorithm(suite: EnvelopeSuite) -> KeyAlgorithm {
+    match suite {
+        EnvelopeSuite::Gm => KeyAlgorithm::Sm2,
+        EnvelopeSuite::Nist => KeyAlgorithm::P256,
+    }
+}
+
+/// The device key `label`, generated on the (logged-in) token the first time.
+pub async fn ensure_device_key(
+    token: &Arc<dyn Token>,
+    label: &str,
+    algorithm: KeyAlgorithm,
+) -> Result<KeyInfo, TokenError> {
+    match token.key(label).await {
+        Ok(k) => Ok(k),
+        Err(TokenError::NoSuchKey(_)) => {
+            tracing::info!(
+                label,
+                ?algorithm,
+                "generating the kiosk device key on the token"
+            );
+            token.generate_key_pair(label, algorithm).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The verifier of a device key (what HQ registers).
+pub fn verifier_of(key: &KeyInfo, token: &dyn Token) -> PublicVerifier {
+    let (algorithm, distid) = signature_of(key, token);
+    PublicVerifier {
+        algorithm,
+        sec1: key.public_key.clone(),
+        distid,
+    }
+}
+
+fn signature_of(key: &KeyInfo, token: &dyn Token) -> (SignatureAlgorithm, Option<String>) {
+    match key.algorithm {
+        KeyAlgorithm::Sm2 => (
+            SignatureAlgorithm::Sm2Sm3,
+            Some(token.sm2_distid().to_string()),
+        ),
+        KeyAlgorithm::P256 => (SignatureAlgorithm::EcdsaP256Sha256, None),
+    }
+}
+
 /// The kiosk's keys, ready for use.
 pub struct KioskKeys {
     pub signer: Arc<DeviceSigner>,
@@ -131,18 +239,7 @@ pub async fn prepare(
     // Start-up probe of the vendor profile: the mechanisms before any key is made with them,
     // then a test signature with the device key (encoding and software verification).
     token.probe(None).await?;
-    let key = match token.key(device_key).await {
-        Ok(k) => k,
-        Err(TokenError::NoSuchKey(_)) => {
-            tracing::info!(
-                label = device_key,
-                ?algorithm,
-                "generating the kiosk device key on the token"
-            );
-            token.generate_key_pair(device_key, algorithm).await?
-        }
-        Err(e) => return Err(e),
-    };
+    let key = ensure_device_key(&token, device_key, algorithm).await?;
     token.probe(Some(device_key)).await?;
     // Prefer HMAC-SM3 where the token has it; SoftHSM2 and most HSMs offer HMAC-SHA-256.
     let digest_algorithm = match ensure_secret(
@@ -157,13 +254,7 @@ pub async fn prepare(
         None => SecretKeyKind::HmacSm3,
     };
     ensure_secret(&token, WRAP_KEY_LABEL, &[SecretKeyKind::Aes256Wrap]).await?;
-    let (sig_alg, distid) = match key.algorithm {
-        KeyAlgorithm::Sm2 => (
-            SignatureAlgorithm::Sm2Sm3,
-            Some(token.sm2_distid().to_string()),
-        ),
-        KeyAlgorithm::P256 => (SignatureAlgorithm::EcdsaP256Sha256, None),
-    };
+    let (sig_alg, distid) = signature_of(&key, token.as_ref());
     let handle = Handle::current();
     Ok(KioskKeys {
         signer: Arc::new(DeviceSigner {

@@ -134,6 +134,7 @@ async fn main() {
                     prev_batch_hash: prev_hash,
                     created_at: 0,
                     records: (next..=end).map(sequenced).collect(),
+                    backlog: None,
                 };
                 let (env, digest) = records::envelope::seal_batch_with_digest(
                     &batch,

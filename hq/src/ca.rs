@@ -404,14 +404,16 @@ impl std::fmt::Debug for Issuer {
 
 /// What the issued certificate carries besides subject and key, all from the service's
 /// issuance profile ([`crate::policy::Profile`]): not a CA, the profile's key usage, extended
-/// key usage (never clientAuth) and certificate policy, key identifiers.
+/// key usage (never clientAuth) and certificate policy, key identifiers. A kiosk's own TLS
+/// client certificate ([`Issuer::issue_kiosk_client`], signed by the kiosk CA, never by the
+/// issuing CA of applicants) has clientAuth and no certificate policy.
 struct SubscriberProfile {
     issuer: Name,
     subject: Name,
     authority_key_identifier: Vec<u8>,
     key_usage: Vec<KeyUsages>,
     extended_key_usage: Vec<ObjectIdentifier>,
-    policy_oid: ObjectIdentifier,
+    policy_oid: Option<ObjectIdentifier>,
 }
 
 impl BuilderProfile for SubscriberProfile {
@@ -446,13 +448,15 @@ impl BuilderProfile for SubscriberProfile {
             ExtendedKeyUsage(self.extended_key_usage.clone())
                 .to_extension(tbs.subject(), &extensions)?,
         );
-        extensions.push(
-            CertificatePolicies(vec![PolicyInformation {
-                policy_identifier: self.policy_oid,
-                policy_qualifiers: None,
-            }])
-            .to_extension(tbs.subject(), &extensions)?,
-        );
+        if let Some(policy_oid) = self.policy_oid {
+            extensions.push(
+                CertificatePolicies(vec![PolicyInformation {
+                    policy_identifier: policy_oid,
+                    policy_qualifiers: None,
+                }])
+                .to_extension(tbs.subject(), &extensions)?,
+            );
+        }
         extensions
             .push(SubjectKeyIdentifier::try_from(spk)?.to_extension(tbs.subject(), &extensions)?);
         extensions.push(
@@ -581,26 +585,59 @@ impl Issuer {
         profile: &crate::policy::Profile,
         serial: &[u8],
     ) -> Result<Vec<u8>, CaError> {
-        let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
-        let now = SystemTime::now();
-        // A little slack for clocks of relying parties that run behind.
-        let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
-        // The profile's validity, capped by the issuer's (`serve --ca-validity-days`).
-        let not_after = now
-            .checked_add(profile.validity.min(self.validity))
-            .ok_or_else(|| issue(&"validity"))?;
-        let validity = Validity::new(
-            Time::try_from(not_before).map_err(|e| issue(&e))?,
-            Time::try_from(not_after).map_err(|e| issue(&e))?,
-        );
-        let profile = SubscriberProfile {
+        let built = SubscriberProfile {
             issuer: self.certificate.tbs_certificate().subject().clone(),
             subject: subject.clone(),
             authority_key_identifier: self.key_identifier.clone(),
             key_usage: profile.key_usage.clone(),
             extended_key_usage: profile.extended_key_usage.clone(),
-            policy_oid: profile.policy_oid,
+            policy_oid: Some(profile.policy_oid),
         };
+        // The profile's validity, capped by the issuer's (`serve --ca-validity-days`).
+        self.build(csr, built, profile.validity.min(self.validity), serial)
+    }
+
+    /// Issue a kiosk's TLS client certificate (this issuer being the kiosk CA that HQ's mTLS
+    /// listener trusts): subject `CN=<kiosk_id>`, digitalSignature, clientAuth, valid for the
+    /// issuer's validity. `kiosk_id` must already be checked ([`crate::enroll::valid_kiosk_id`]).
+    pub fn issue_kiosk_client(
+        &self,
+        csr: &VerifiedCsr,
+        kiosk_id: &str,
+        serial: &[u8],
+    ) -> Result<Vec<u8>, CaError> {
+        use std::str::FromStr as _;
+        let subject = Name::from_str(&format!("CN={kiosk_id}"))
+            .map_err(|e| CaError::Issue(format!("kiosk subject: {e}")))?;
+        let built = SubscriberProfile {
+            issuer: self.certificate.tbs_certificate().subject().clone(),
+            subject,
+            authority_key_identifier: self.key_identifier.clone(),
+            key_usage: vec![KeyUsages::DigitalSignature],
+            extended_key_usage: vec![crate::policy::EKU_CLIENT_AUTH],
+            policy_oid: None,
+        };
+        self.build(csr, built, self.validity, serial)
+    }
+
+    fn build(
+        &self,
+        csr: &VerifiedCsr,
+        profile: SubscriberProfile,
+        lifetime: Duration,
+        serial: &[u8],
+    ) -> Result<Vec<u8>, CaError> {
+        let issue = |e: &dyn std::fmt::Display| CaError::Issue(e.to_string());
+        let now = SystemTime::now();
+        // A little slack for clocks of relying parties that run behind.
+        let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
+        let not_after = now
+            .checked_add(lifetime)
+            .ok_or_else(|| issue(&"validity"))?;
+        let validity = Validity::new(
+            Time::try_from(not_before).map_err(|e| issue(&e))?,
+            Time::try_from(not_after).map_err(|e| issue(&e))?,
+        );
         let builder = CertificateBuilder::new(
             profile,
             SerialNumber::new(serial).map_err(|e| issue(&e))?,

@@ -39,6 +39,29 @@ pub struct HqConfig {
     /// The scheduled retention job.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Kiosk enrollment (optional): the listener new kiosks provision through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<EnrollSection>,
+}
+
+/// `[enroll]`: kiosk provisioning ([`crate::enroll`]). New kiosks trade a one-time code from
+/// `hq-ingest enroll-kiosk` for a client certificate signed by the kiosk CA (`tls.kiosk_ca`
+/// and this key) on a TLS listener of its own, without client authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSection {
+    /// The enrollment listener (TLS with `tls.cert`, no client certificates).
+    pub listen: SocketAddr,
+    /// The kiosk CA's private key (PKCS#8 PEM) that signs kiosk client certificates; its
+    /// certificate is `tls.kiosk_ca`.
+    pub kiosk_ca_key: SecretRef,
+    /// Validity of a kiosk client certificate, in days.
+    #[serde(default = "default_kiosk_cert_days")]
+    pub validity_days: u32,
+}
+
+fn default_kiosk_cert_days() -> u32 {
+    365
 }
 
 /// `[database]`.
@@ -395,6 +418,9 @@ impl HqConfig {
         if let Some(c) = &self.retention.catalog {
             out.push(("retention.catalog", c.display().to_string()));
         }
+        if let Some(e) = &self.enroll {
+            out.push(("enroll.kiosk_ca_key", e.kiosk_ca_key.to_string()));
+        }
         out
     }
 
@@ -419,6 +445,9 @@ impl HqConfig {
         }
         if let Some(c) = &mut self.retention.catalog {
             *c = resolve(base, c);
+        }
+        if let Some(e) = &mut self.enroll {
+            e.kiosk_ca_key.resolve(base);
         }
     }
 
@@ -467,6 +496,24 @@ impl HqConfig {
                 "shorter than a minute".into(),
                 "e.g. \"24h\"",
             );
+        }
+        if let Some(e) = &self.enroll {
+            if e.validity_days == 0 {
+                push(
+                    "enroll.validity_days",
+                    "must be at least 1".into(),
+                    "e.g. 365",
+                );
+            }
+            if e.listen.port() != 0
+                && (e.listen == self.listen.mtls || Some(e.listen) == self.listen.metrics)
+            {
+                push(
+                    "enroll.listen",
+                    "same address as another listener".into(),
+                    "give the enrollment listener its own port, e.g. 8444",
+                );
+            }
         }
         if let Some(m) = self.listen.metrics
             && m == self.listen.mtls
@@ -631,6 +678,32 @@ witness_key = "witness.hex"
                 .contains("LoadCredential=server.key:/path/to/file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn enroll_section_resolves_its_key_and_needs_its_own_port() {
+        let text = format!(
+            "{MINIMAL}\n[enroll]\nlisten = \"0.0.0.0:8444\"\nkiosk_ca_key = \"private/kiosk-ca.key\"\n"
+        );
+        let c = HqConfig::parse(&text, Path::new("/etc/hq-ingest/hq-ingest.toml")).unwrap();
+        let enroll = c.enroll.as_ref().unwrap();
+        assert_eq!(
+            enroll.kiosk_ca_key,
+            SecretRef::File("/etc/hq-ingest/private/kiosk-ca.key".into())
+        );
+        assert_eq!(enroll.validity_days, 365);
+        assert!(
+            c.referenced_files()
+                .iter()
+                .any(|(k, _)| *k == "enroll.kiosk_ca_key")
+        );
+        let again = HqConfig::parse(&c.effective_toml(), Path::new("/x/y.toml")).unwrap();
+        assert_eq!(again, c);
+        let clash = text.replace("0.0.0.0:8444", "0.0.0.0:8443");
+        let msg = HqConfig::parse(&clash, Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("enroll.listen"), "{msg}");
     }
 
     #[test]

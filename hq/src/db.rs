@@ -176,6 +176,26 @@ CREATE TRIGGER ca_audit_no_truncate BEFORE TRUNCATE ON ca_audit
     FOR EACH STATEMENT EXECUTE FUNCTION ca_audit_append_only();
 "#,
     ),
+    (
+        4,
+        r#"
+-- Kiosk provisioning (issue 16): one-time enrollment codes made by `hq-ingest enroll-kiosk`.
+-- Only a SHA-256 of each code is kept; a code is consumed by setting used_at, in the same
+-- transaction that issues the kiosk's client certificate and registers its device key.
+CREATE TABLE enrollment_codes (
+    code_hash          bytea PRIMARY KEY CHECK (length(code_hash) = 32),
+    kiosk_id           text NOT NULL,
+    branch             text NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    created_by         text NOT NULL,
+    expires_at         timestamptz NOT NULL,
+    used_at            timestamptz,
+    certificate_serial text
+);
+CREATE INDEX enrollment_codes_kiosk ON enrollment_codes (kiosk_id);
+ALTER TABLE kiosks ADD COLUMN branch text;
+"#,
+    ),
 ];
 
 /// Build a connection pool from a libpq-style connection string.
@@ -247,6 +267,33 @@ pub async fn register_kiosk(
              ON CONFLICT (kiosk_id) DO UPDATE SET signature_algorithm = EXCLUDED.signature_algorithm,
                  public_key = EXCLUDED.public_key, sm2_distid = EXCLUDED.sm2_distid",
             &[&kiosk_id, &key.algorithm.name(), &key.sec1, &key.distid],
+        )
+        .await?;
+    Ok(())
+}
+
+/// [`register_kiosk`] inside the caller's transaction (or on any client), also recording the
+/// kiosk's branch when given (enrollment, [`crate::enroll`]).
+pub async fn register_kiosk_at(
+    client: &impl tokio_postgres::GenericClient,
+    kiosk_id: &str,
+    key: &PublicVerifier,
+    branch: Option<&str>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO kiosks (kiosk_id, signature_algorithm, public_key, sm2_distid, branch)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (kiosk_id) DO UPDATE SET signature_algorithm = EXCLUDED.signature_algorithm,
+                 public_key = EXCLUDED.public_key, sm2_distid = EXCLUDED.sm2_distid,
+                 branch = coalesce(EXCLUDED.branch, kiosks.branch)",
+            &[
+                &kiosk_id,
+                &key.algorithm.name(),
+                &key.sec1,
+                &key.distid,
+                &branch,
+            ],
         )
         .await?;
     Ok(())

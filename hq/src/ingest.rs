@@ -278,6 +278,8 @@ impl Ingestor {
 
     /// Process one envelope from the client authenticated as `client_kiosk_id`.
     pub async fn ingest(&self, client_kiosk_id: &str, body: Vec<u8>) -> Result<Ack, IngestError> {
+        self.metrics
+            .kiosk_contact(client_kiosk_id, self.clock.now().unix_timestamp());
         let result = self.ingest_inner(client_kiosk_id, body).await;
         match &result {
             Ok(ack) if ack.duplicate => self.metrics.batch_outcome("duplicate"),
@@ -312,6 +314,10 @@ impl Ingestor {
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))??;
         validate(&batch)?;
+        if let Some(backlog) = batch.backlog {
+            // Signed by the kiosk's registered key and named by its certificate.
+            self.metrics.kiosk_backlog(client_kiosk_id, backlog);
+        }
         let rows = batch
             .records
             .iter()

@@ -6,7 +6,7 @@
 //! [`ingest::Ingestor`] and [`tls::server_config`]. [`dev_pki::generate`] writes demo keys and
 //! certificates; [`pg_cluster::TempCluster`] starts a throwaway PostgreSQL. [`ca`] is the CA
 //! issuing applicants' certificates (EST), enabled with [`server::start_with_ca`].
-//! [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
+//! [`enroll`] provisions new kiosks with one-time codes. [`service`] runs everything a [`config::HqConfig`] file describes as a systemd service.
 
 pub mod ca;
 pub mod ca_audit;
@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod dev_pki;
 pub mod dev_queue;
+pub mod enroll;
 pub mod ingest;
 pub mod keys;
 pub mod kiosk_revocation;

@@ -34,6 +34,8 @@ struct Cli {
     command: Option<Cmd>,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the mTLS ingest service.
@@ -84,6 +86,37 @@ enum Cmd {
         /// Kiosk CRL written by `revoke-kiosk`; reloaded whenever it changes.
         #[arg(long)]
         kiosk_crl: Option<PathBuf>,
+        /// Serve kiosk enrollment (`kioskctl provision`) on this TLS listener, without client
+        /// certificates; needs `--kiosk-ca-key`.
+        #[arg(long, requires = "kiosk_ca_key")]
+        enroll_listen: Option<SocketAddr>,
+        /// The kiosk CA's private key (PKCS#8 PEM; its certificate is `--kiosk-ca`), which
+        /// signs the client certificates of enrolled kiosks.
+        #[arg(long, requires = "enroll_listen")]
+        kiosk_ca_key: Option<PathBuf>,
+    },
+    /// Make a one-time enrollment code for a new kiosk and print it (once: HQ keeps only its
+    /// hash). The kiosk runs `kioskctl provision --code CODE` against the enrollment listener
+    /// within `--ttl-minutes`; the code then no longer works.
+    EnrollKiosk {
+        /// Kiosk id (its client certificate CN; kioskd's `kiosk.id`).
+        #[arg(long)]
+        id: String,
+        /// Branch office the kiosk stands in.
+        #[arg(long)]
+        branch: String,
+        /// The service's configuration file (for its database settings).
+        #[arg(long, value_name = "FILE", conflicts_with = "database_url")]
+        config: Option<PathBuf>,
+        /// libpq connection string (instead of `--config`).
+        #[arg(long, env = "HQ_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Minutes the code stays valid (0: expired at once).
+        #[arg(long, default_value_t = 24 * 60)]
+        ttl_minutes: u64,
+        /// The HQ operator making it (audit).
+        #[arg(long, env = "USER", default_value = "hq-operator")]
+        operator: String,
     },
     /// Revoke a kiosk: refused by the CA routes and on every new connection, its client
     /// certificates put on the kiosk CRL (signed with the kiosk CA's key, written to `--crl`,
@@ -264,6 +297,8 @@ async fn main() -> anyhow::Result<()> {
             ca_validity_days,
             issuance_policy,
             kiosk_crl,
+            enroll_listen,
+            kiosk_ca_key,
         } => {
             let serve = HqConfig {
                 database: config::DatabaseSection {
@@ -300,10 +335,54 @@ async fn main() -> anyhow::Result<()> {
                     enabled: false,
                     ..Default::default()
                 },
+                enroll: match (enroll_listen, kiosk_ca_key) {
+                    (Some(listen), Some(key)) => Some(config::EnrollSection {
+                        listen,
+                        kiosk_ca_key: config::SecretRef::File(key),
+                        validity_days: 365,
+                    }),
+                    _ => None,
+                },
             };
             service::run(serve).await?;
         }
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::EnrollKiosk {
+            id,
+            branch,
+            config,
+            database_url,
+            ttl_minutes,
+            operator,
+        } => {
+            let pg = match (config, database_url) {
+                (Some(file), _) => {
+                    let config = HqConfig::load(&file)
+                        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+                    service::database_config(&config)?
+                }
+                (None, Some(url)) => url.parse().context("--database-url")?,
+                (None, None) => anyhow::bail!("give --config FILE or --database-url"),
+            };
+            let (mut client, conn) = pg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .context("connecting to PostgreSQL")?;
+            tokio::spawn(conn);
+            db::migrate(&mut client).await?;
+            let ttl = std::time::Duration::from_secs(ttl_minutes.saturating_mul(60));
+            let issued =
+                hq_ingest::enroll::create_code(&mut client, &id, &branch, ttl, &operator).await?;
+            let expires = issued
+                .expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            // The code on stdout alone (scripts read it); the rest on stderr.
+            println!("{}", issued.code.grouped().as_str());
+            eprintln!(
+                "enrollment code for kiosk {id} at {branch}, valid once until {expires}: on the kiosk run\n  kioskctl provision --hq https://<this HQ>:<enroll port> --ca-cert hq-ca.pem --code <the code>"
+            );
+        }
         Cmd::RevokeKiosk {
             database_url,
             id,

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -13,6 +14,12 @@ pub struct Metrics {
     batches: Family<Labels, Counter>,
     rejections: Family<Labels, Counter>,
     records: Counter,
+    last_contact: Family<Labels, Gauge>,
+    backlog: Family<Labels, Gauge>,
+}
+
+fn kiosk_label(kiosk: &str) -> Labels {
+    vec![("kiosk".to_owned(), kiosk.to_owned())]
 }
 
 impl Default for Metrics {
@@ -39,11 +46,25 @@ impl Metrics {
             rejections.clone(),
         );
         registry.register("hq_records_stored", "Records committed", records.clone());
+        let last_contact = Family::<Labels, Gauge>::default();
+        let backlog = Family::<Labels, Gauge>::default();
+        registry.register(
+            "hq_kiosk_last_contact_timestamp_seconds",
+            "Unix time of each kiosk's last batch (label: the kiosk id of its client certificate)",
+            last_contact.clone(),
+        );
+        registry.register(
+            "hq_kiosk_backlog_records",
+            "Records waiting in each kiosk's outbox behind its last batch, as the batch reports",
+            backlog.clone(),
+        );
         Self {
             registry,
             batches,
             rejections,
             records,
+            last_contact,
+            backlog,
         }
     }
 
@@ -60,6 +81,19 @@ impl Metrics {
         self.rejections
             .get_or_create(&vec![("code".to_owned(), code.to_owned())])
             .inc();
+    }
+
+    /// A batch arrived from `kiosk` (the CN of its verified client certificate: the only
+    /// label, never a personal value) at Unix time `at`.
+    pub fn kiosk_contact(&self, kiosk: &str, at: i64) {
+        self.last_contact.get_or_create(&kiosk_label(kiosk)).set(at);
+    }
+
+    /// The backlog `kiosk`'s authenticated batch reports.
+    pub fn kiosk_backlog(&self, kiosk: &str, records: u64) {
+        self.backlog
+            .get_or_create(&kiosk_label(kiosk))
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
     /// Count stored records.

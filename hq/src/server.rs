@@ -1,7 +1,9 @@
 //! The HTTP service: `POST /v1/batches` (mTLS, body = envelope, response = CBOR ack or CBOR
 //! rejection), `GET /health` and `GET /metrics` (also served without TLS on an optional
 //! separate listener for scrapers and load balancers). Kiosk identity = client certificate CN.
-//! With [`start_with_ca`] the same mTLS listener also serves the CA of [`crate::ca`].
+//! With [`start_with_ca`] the same mTLS listener also serves the CA of [`crate::ca`]. With
+//! [`start_services`] a separate TLS listener without client authentication serves kiosk
+//! enrollment ([`crate::enroll`], which says why it is a listener of its own) and nothing else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +113,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Address of the plain health/metrics listener, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// Address of the enrollment listener, if any.
+    pub enroll_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     connections: TaskTracker,
@@ -185,6 +189,28 @@ pub async fn start_with_ca(
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningServer, ServerError> {
+    start_services(ingestor, ca, None, tls, addr, metrics_addr).await
+}
+
+/// The enrollment listener of [`start_services`].
+pub struct EnrollListener {
+    /// The service.
+    pub service: crate::enroll::EnrollService,
+    /// Where to listen (port 0 for any).
+    pub addr: SocketAddr,
+    /// TLS without client authentication ([`crate::tls::enroll_server_config`]).
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// [`start_with_ca`], plus the enrollment listener when `enroll` is given.
+pub async fn start_services(
+    ingestor: Ingestor,
+    ca: Option<crate::ca::CaService>,
+    enroll: Option<EnrollListener>,
+    tls: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<RunningServer, ServerError> {
     let (stop, stop_rx) = watch::channel(false);
     let pool = ingestor.pool().clone();
     let app = router_with_ca(ingestor, ca);
@@ -208,14 +234,27 @@ pub async fn start_with_ca(
         tasks.push(tokio::spawn(accept_plain(
             ml,
             app,
+            stop_rx.clone(),
+            connections.clone(),
+        )));
+    }
+    let mut enroll_local = None;
+    if let Some(enroll) = enroll {
+        let el = bind(enroll.addr).await?;
+        enroll_local = el.local_addr().ok();
+        tasks.push(tokio::spawn(accept_enroll(
+            el,
+            tokio_rustls::TlsAcceptor::from(enroll.tls),
+            crate::enroll::router(enroll.service),
             stop_rx,
             connections.clone(),
         )));
     }
-    tracing::info!(%local, metrics = ?metrics_local, "hq-ingest listening");
+    tracing::info!(%local, metrics = ?metrics_local, enroll = ?enroll_local, "hq-ingest listening");
     Ok(RunningServer {
         addr: local,
         metrics_addr: metrics_local,
+        enroll_addr: enroll_local,
         stop,
         tasks,
         connections,
@@ -281,6 +320,47 @@ async fn accept_tls(
         });
     }
 }
+
+/// The enrollment listener: TLS without client certificates, the enrollment route only (its
+/// router has no other), no kiosk identity on its requests.
+async fn accept_enroll(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    connections: TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let conn_stop = stop.clone();
+        connections.spawn(async move {
+            let tls =
+                match tokio::time::timeout(ENROLL_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "enrollment TLS handshake rejected");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            serve(TokioIo::new(tls), app, None, conn_stop).await;
+        });
+    }
+}
+
+/// An unauthenticated peer gets this long to finish its handshake.
+const ENROLL_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn accept_plain(
     listener: TcpListener,

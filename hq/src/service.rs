@@ -104,16 +104,33 @@ pub struct Started {
 
 /// Start everything [`HqConfig`] describes, up to serving (not yet notifying systemd).
 pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
+    let server_cert = read_file("tls.cert", &config.tls.cert)?;
+    let server_key = config.tls.key.read("tls.key")?;
     let tls_config = tls::server_config_with_crl(
         &read_file("tls.kiosk_ca", &config.tls.kiosk_ca)?,
-        &read_file("tls.cert", &config.tls.cert)?,
-        &config.tls.key.read("tls.key")?,
+        &server_cert,
+        &server_key,
         config.tls.kiosk_crl.as_deref(),
     )?;
     let recipient =
         keys::load_soft_recipient(&secret_path(&config.keys.record_key, "keys.record_key")?)?;
+    let enroll_parts = match &config.enroll {
+        Some(section) => {
+            let validity = Duration::from_secs(u64::from(section.validity_days) * 86_400);
+            let kiosk_ca = ca::Issuer::load(
+                &config.tls.kiosk_ca,
+                &secret_path(&section.kiosk_ca_key, "enroll.kiosk_ca_key")?,
+                validity,
+            )?;
+            let tls = tls::enroll_server_config(&server_cert, &server_key)?;
+            Some((section.listen, kiosk_ca, tls))
+        }
+        None => None,
+    };
+    let record_public = keys::recipient_public_to_json(&recipient.public_keys());
     let witness =
         keys::load_witness_key(&secret_path(&config.keys.witness_key, "keys.witness_key")?)?;
+    let witness_public = keys::verifier_to_json(&witness.verifier());
     let retention = if config.retention.enabled {
         Some((config.retention_policy()?, config.retention.interval.0))
     } else {
@@ -160,9 +177,21 @@ pub async fn start(config: &HqConfig) -> Result<Started, ServiceError> {
         }
         None => None,
     };
-    let server = server::start_with_ca(
+    let enroll = enroll_parts.map(|(addr, kiosk_ca, tls)| server::EnrollListener {
+        service: crate::enroll::EnrollService::new(
+            pool.clone(),
+            kiosk_ca,
+            record_public,
+            witness_public,
+            config.keys.witness_name.clone(),
+        ),
+        addr,
+        tls,
+    });
+    let server = server::start_services(
         ingestor,
         ca,
+        enroll,
         tls_config,
         config.listen.mtls,
         config.listen.metrics,
@@ -243,7 +272,7 @@ pub async fn run(config: HqConfig) -> Result<(), ServiceError> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
     ]);
-    tracing::info!(%addr, metrics = ?started.server.metrics_addr, "hq-ingest ready");
+    tracing::info!(%addr, metrics = ?started.server.metrics_addr, enroll = ?started.server.enroll_addr, "hq-ingest ready");
     println!("listening on {addr}");
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),

@@ -59,6 +59,24 @@ pub fn server_config_with_crl(
     Ok(Arc::new(config))
 }
 
+/// The enrollment listener's config ([`crate::enroll`]): TLS 1.3 with HQ's server
+/// certificate and no client authentication (a kiosk enrolling has no certificate yet).
+pub fn enroll_server_config(
+    server_cert_pem: &[u8],
+    server_key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(
+            certs_from_pem(server_cert_pem, "server certificate")?,
+            key_from_pem(server_key_pem, "server key")?,
+        )
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
 /// Identity of the CRL file last loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FileStamp {

@@ -315,3 +315,48 @@ async fn windowed_sending_keeps_order_and_stores_once() {
     assert_eq!(hq.count("SELECT count(*) FROM records").await, 36);
     assert_eq!(hq.count("SELECT count(*) FROM batches").await, 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_each_kiosks_last_contact_and_backlog_labelled_by_kiosk_id_only() {
+    let hq = Hq::start("kiosk_gauges", 1).await;
+    let mut kiosk = KioskSim::new(DEMO_KIOSK_ID, hq.recipient_public.clone(), Suite::Gm);
+    hq.register(&kiosk).await;
+    let client = hq.client(0);
+    let mut conn = client.connect().await.unwrap();
+    kiosk.backlog = Some(42);
+    conn.send_envelope(kiosk.seal_next(vec![applicant(1), applicant(2)]))
+        .await
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    let metrics = text(client.get("/metrics").await.unwrap().1);
+    let contact =
+        format!("hq_kiosk_last_contact_timestamp_seconds{{kiosk=\"{DEMO_KIOSK_ID}\"}} 1800000000");
+    assert!(metrics.contains(&contact), "{metrics}");
+    let backlog = format!("hq_kiosk_backlog_records{{kiosk=\"{DEMO_KIOSK_ID}\"}} 42");
+    assert!(metrics.contains(&backlog), "{metrics}");
+
+    // The kiosk catches up; HQ's clock moves on.
+    *hq.clock.0.lock().unwrap() += time::Duration::seconds(90);
+    kiosk.backlog = Some(0);
+    conn.send_envelope(kiosk.seal_next(vec![applicant(3)]))
+        .await
+        .unwrap();
+    let metrics = text(client.get("/metrics").await.unwrap().1);
+    assert!(
+        metrics.contains(&format!(
+            "hq_kiosk_last_contact_timestamp_seconds{{kiosk=\"{DEMO_KIOSK_ID}\"}} 1800000090"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "hq_kiosk_backlog_records{{kiosk=\"{DEMO_KIOSK_ID}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    // The per-kiosk families carry the kiosk id and nothing else.
+    for line in metrics.lines().filter(|l| l.starts_with("hq_kiosk_")) {
+        let labels = &line[line.find('{').unwrap()..=line.find('}').unwrap()];
+        assert_eq!(labels, format!("{{kiosk=\"{DEMO_KIOSK_ID}\"}}"), "{line}");
+    }
+}

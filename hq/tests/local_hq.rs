@@ -74,6 +74,7 @@ async fn local_hq_with_token_style_tls_key() {
                 consistency_proof: merkle::consistency_proof(&leaves, 0).unwrap(),
             }),
         }],
+        backlog: None,
     };
     let envelope =
         records::seal_batch(&batch, Suite::Gm, &device_key, &hq.recipient_public).unwrap();

@@ -630,6 +630,7 @@ mod tests {
                     requested_at: 1_700_000_000,
                 }),
             }],
+            backlog: None,
         }
     }
 

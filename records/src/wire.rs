@@ -302,6 +302,11 @@ pub struct Batch {
     pub created_at: i64,
     /// The records.
     pub records: Vec<SequencedRecord>,
+    /// Records still waiting in the kiosk's outbox behind this batch when it was sealed
+    /// (informative: HQ's per-kiosk backlog gauge). Absent from kiosks that predate it, and
+    /// then not encoded at all, so older HQs and kiosks read batches as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }
 
 impl Batch {

@@ -141,6 +141,15 @@ pub fn backlog(conn: &rusqlite::Connection) -> Result<u64, OutboxError> {
     )? as u64)
 }
 
+/// Records not yet acknowledged after sequence number `after_seq` (what waits behind a batch).
+pub fn backlog_after(conn: &rusqlite::Connection, after_seq: u64) -> Result<u64, OutboxError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM outbox WHERE acked_at IS NULL AND seq > ?1",
+        [after_seq as i64],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
 /// Mark everything up to `through_seq` acknowledged; returns the subject ids
 /// whose records were acknowledged (for the purge that follows).
 pub fn ack_through(

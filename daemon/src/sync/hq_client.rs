@@ -46,12 +46,9 @@ pub fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, 
     })
 }
 
-/// The P-256 TLS key on the device token (generated there on first use) as a rustls signing
-/// callback. Returns the callback and the key's SEC1 public point (to compare with the
-/// certificate or to request one).
-pub async fn token_client_key(
-    token: Arc<dyn Token>,
-) -> Result<(ClientKey, Vec<u8>), HqClientError> {
+/// The P-256 TLS key [`TLS_KEY_LABEL`] on the (logged-in) device token, generated there the
+/// first time (`kioskctl provision` requests its certificate).
+pub async fn ensure_tls_key(token: &Arc<dyn Token>) -> Result<hsm::KeyInfo, TokenError> {
     let key = match token.key(TLS_KEY_LABEL).await {
         Ok(k) => k,
         Err(TokenError::NoSuchKey(_)) => {
@@ -63,15 +60,24 @@ pub async fn token_client_key(
                 .generate_key_pair(TLS_KEY_LABEL, KeyAlgorithm::P256)
                 .await?
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     if key.algorithm != KeyAlgorithm::P256 {
         return Err(TokenError::Config(format!(
             "{TLS_KEY_LABEL} is {:?}; TLS needs a P-256 key",
             key.algorithm
-        ))
-        .into());
+        )));
     }
+    Ok(key)
+}
+
+/// The P-256 TLS key on the device token (generated there on first use) as a rustls signing
+/// callback. Returns the callback and the key's SEC1 public point (to compare with the
+/// certificate or to request one).
+pub async fn token_client_key(
+    token: Arc<dyn Token>,
+) -> Result<(ClientKey, Vec<u8>), HqClientError> {
+    let key = ensure_tls_key(&token).await?;
     let handle = Handle::current();
     let callback: TlsSignCallback = Arc::new(move |message: &[u8]| {
         // rustls calls this inside the handshake, on a runtime worker thread.

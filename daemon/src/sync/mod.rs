@@ -192,6 +192,9 @@ impl Sender {
             Some(p) => (p.batch_seq, p.batch_hash),
             None => last_delivered(&conn)?,
         };
+        // Records behind this batch (HQ's per-kiosk backlog gauge): unacknowledged ones past
+        // its last record.
+        let behind = outbox::backlog_after(&conn, pending.last().map_or(0, |p| p.seq))?;
         // Sealing (CBOR, SM4-GCM or AES-GCM, a signature) does not need the store: the API and
         // the ack of the batch in flight use it meanwhile. Only this task writes batches.
         drop(conn);
@@ -213,6 +216,7 @@ impl Sender {
             prev_batch_hash: prev_hash,
             created_at: now_ms() / 1000,
             records,
+            backlog: Some(behind),
         };
         // The envelope digest links the batch chain; it covers the random key
         // encapsulation, so the sealed bytes are stored and resent unchanged.

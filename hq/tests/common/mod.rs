@@ -153,6 +153,8 @@ pub struct KioskSim {
     pub next_seq: u64,
     pub audit_leaves: Vec<Hash>,
     pub cosigned_size: u64,
+    /// What the next batches report as the kiosk's outbox backlog.
+    pub backlog: Option<u64>,
 }
 
 pub fn subject(n: u8) -> KeyedDigest {
@@ -197,6 +199,7 @@ impl KioskSim {
             next_seq: 1,
             audit_leaves: Vec::new(),
             cosigned_size: 0,
+            backlog: None,
         }
     }
 
@@ -225,6 +228,7 @@ impl KioskSim {
             prev_batch_hash: self.prev_hash,
             created_at: 1_800_000_000,
             records,
+            backlog: self.backlog,
         }
     }
 

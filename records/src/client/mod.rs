@@ -5,6 +5,7 @@
 //! It lives in `records` behind a feature so the kiosk daemon can use it without pulling in
 //! hq-ingest's PostgreSQL stack; hq-ingest re-exports it for its tests, bench and demo sender.
 
+pub mod enroll;
 pub mod tls;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 mod audit;
 mod device;
 mod outbox;
+mod provision;
 mod staff;
 mod token;
 
@@ -35,6 +36,11 @@ enum Command {
     /// Fill the outbox with synthetic records (tests, benchmarks).
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// Enroll this kiosk at HQ with a one-time code from `hq-ingest enroll-kiosk`: makes the
+    /// device and TLS keys on the device token, sends a CSR over TLS pinned to HQ's CA and
+    /// writes the client certificate, HQ's CA and HQ's record key where `[hq]` expects them.
+    /// Refused while kioskd runs on the store.
+    Provision(provision::ProvisionArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +51,6 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Outbox(cmd) => outbox::run(cmd),
+        Command::Provision(args) => provision::run(args),
     }
 }
