@@ -119,8 +119,12 @@ url = "https://127.0.0.1:{hq_port}"
 ca_cert = "hq/hq-ca.pem"
 client_cert = "hq/kiosk.pem"
 record_key = "hq/hq-record-key.json"
+witness_key = "hq/hq-witness-key.json"
 retry_min_ms = 100
 retry_max_ms = 400
+
+[store]
+checkpoint_secs = 1
 "#
     );
     std::fs::write(kiosk_dir.join("kioskd-test.toml"), &config).unwrap();
@@ -205,6 +209,11 @@ retry_max_ms = 400
     );
     let rows = hq_records(&db, KIOSK);
     let applicants = assert_exactly_once(&rows, 3);
+    // The audit checkpoints went too, and HQ's cosignatures verify against the witness key
+    // provisioning pinned.
+    wait_for("HQ's witness cosignature", Duration::from_secs(60), || {
+        k.call("GET", "/v1/health", None, None).1["witness"]["state"] == "verified"
+    });
     assert_only_allowed(&applicants, &pki.record_key);
     // HQ's per-kiosk gauges: the kiosk's last contact, and the backlog its batches report.
     let metrics = || {

@@ -9,8 +9,8 @@
 //! verifier over TLS 1.3 to HQ's enrollment listener, pinned to the given HQ CA. HQ answers
 //! with the kiosk's client certificate and its record-encryption keys, written where
 //! `[hq]` names them (`ca_cert`, `client_cert`, `record_key`; unset: under the data directory
-//! in `hq/`), and HQ's audit witness key as `hq/hq-witness-key.json` under the data directory
-//! (for `[hq] witness_key`). The store lock is held throughout: provisioning is refused while kioskd runs
+//! in `hq/`), and HQ's audit witness key where `[hq] witness_key` names it (unset:
+//! `hq/hq-witness-key.json` under the data directory). The store lock is held throughout: provisioning is refused while kioskd runs
 //! on this store, and kioskd cannot start half way through.
 //!
 //! Errors are one line on stderr (exit status 2); the code is never printed.
@@ -125,7 +125,12 @@ fn load_config(args: &DaemonConfigArgs) -> Result<LoadedConfig> {
             file: file.as_deref(),
             data_dir: args.data_dir.as_deref(),
         },
-        &["hq.ca_cert", "hq.client_cert", "hq.record_key"],
+        &[
+            "hq.ca_cert",
+            "hq.client_cert",
+            "hq.record_key",
+            "hq.witness_key",
+        ],
     )
     .map_err(|e| {
         let origin = file
@@ -191,7 +196,7 @@ fn targets(loaded: &LoadedConfig) -> Targets {
         ca_cert: pick(&hq.ca_cert, "hq-ca.pem"),
         client_cert: pick(&hq.client_cert, "kiosk.pem"),
         record_key: pick(&hq.record_key, "hq-record-key.json"),
-        witness_key: loaded.data_dir().join("hq").join("hq-witness-key.json"),
+        witness_key: pick(&hq.witness_key, "hq-witness-key.json"),
     }
 }
 
@@ -319,12 +324,14 @@ async fn provision(mut args: ProvisionArgs) -> Result<String> {
         || hq.ca_cert.is_none()
         || hq.client_cert.is_none()
         || hq.record_key.is_none()
+        || hq.witness_key.is_none()
     {
         report.push_str(&format!(
-            "kioskd's configuration needs, in [hq]:\n  mode = \"remote\"\n  url = \"https://<HQ>:8443\"   # hq-ingest's mTLS listener\n  ca_cert = \"{}\"\n  client_cert = \"{}\"\n  record_key = \"{}\"\n",
+            "kioskd's configuration needs, in [hq]:\n  mode = \"remote\"\n  url = \"https://<HQ>:8443\"   # hq-ingest's mTLS listener\n  ca_cert = \"{}\"\n  client_cert = \"{}\"\n  record_key = \"{}\"\n  witness_key = \"{}\"\n",
             targets.ca_cert.display(),
             targets.client_cert.display(),
             targets.record_key.display(),
+            targets.witness_key.display(),
         ));
     }
     Ok(report)
