@@ -94,6 +94,19 @@ fn wait_for_ca_link(k: &Kioskd, within: Duration) {
     });
 }
 
+/// Close a session; nothing is left behind (204).
+fn end_session(k: &Kioskd, id: &str, token: &str) {
+    let (status, body) = k.call("DELETE", &format!("/v1/sessions/{id}"), Some(token), None);
+    assert_eq!(status, 204, "{body}");
+}
+
+/// A certificate-use session whose holder consented: ready to sign with their PIN.
+fn signing_session(k: &Kioskd) -> (String, String) {
+    let (id, token) = open_session(k, "certificate_use");
+    consent(k, &id, &token, json!(["pin"]));
+    (id, token)
+}
+
 fn post(k: &Kioskd, path: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     k.call("POST", path, Some(token), Some(body))
 }
@@ -194,11 +207,7 @@ fn an_applicant_gets_a_certificate_on_their_ukey_and_hq_gets_only_the_minimized_
     );
     let (_, view) = k.call("GET", &format!("/v1/sessions/{id}"), Some(&token), None);
     assert_eq!(view["workflow"]["next"]["step"], "done", "{view}");
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // HQ holds the applicant record and the certificate event exactly once, minimized.
     wait_for("the outbox to drain", Duration::from_secs(120), || {
@@ -337,11 +346,7 @@ fn wrong_pins_lock_out_an_absent_ukey_is_named_and_a_cancel_leaves_nothing() {
 
     // Cancelled after verification: the subject is purged, nothing entered the outbox.
     let (id, token) = verified_applicant(&k, seed);
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
     assert_eq!(kiosk_personal_fields(dir.path()), 0);
     assert_eq!(backlog(&k), 0);
 
@@ -405,15 +410,10 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // Certificate use: sign a document; the signature verifies with the certificate's key.
-    let (id, token) = open_session(&k, "certificate_use");
-    consent(&k, &id, &token, json!(["pin"]));
+    let (id, token) = signing_session(&k);
     let document = "合同 #42: the holder agrees".as_bytes();
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, document);
     let path = format!("/v1/sessions/{id}/sign");
@@ -440,11 +440,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
     .unwrap();
     let cert_pem = fetch_certificate_pem(&dir.path().join("ukeys"), &first_serial);
     openssl_verifies(dir.path(), &cert_pem, document, &sig);
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // Lifecycle, each action after the holder read their card and was verified again.
     let lifecycle = |action: &str, extra: serde_json::Value| -> serde_json::Value {
@@ -500,11 +496,7 @@ fn the_holder_signs_with_their_certificate_and_suspends_resumes_renews_and_revok
     );
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "not_holder");
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // HQ learns every certificate event (issued, suspended, resumed, renewed, revoked).
     wait_for("the outbox to drain", Duration::from_secs(120), || {
@@ -682,11 +674,7 @@ url = "https://127.0.0.1:{ca_port}"
         status, 200,
         "the application completes with HQ down: {issued}"
     );
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
     wait_for("a failed send", Duration::from_secs(30), || {
         k.logs().iter().any(|l| l.contains("sync to HQ failed"))
     });
@@ -782,11 +770,7 @@ fn an_enterprise_agent_is_verified_as_an_individual_and_a_card_pulled_mid_read_l
             .unwrap()
             .contains("O=示例科技有限公司")
     );
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // HQ gets the enterprise's fields as the catalog says (name and code plain, the
     // representative sealed), with the agent's record.
@@ -866,15 +850,10 @@ fn an_sm2_application_on_the_pkcs11_module_chains_to_the_sm2_ca_and_verifies_wit
     assert_eq!(status, 200, "{issued}");
     assert_eq!(issued["certificate"]["algorithm"], "sm2", "{issued}");
     assert_eq!(issued["form_signature"]["verified"], true);
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
 
     // The holder signs a document at the kiosk with the new key.
-    let (id, token) = open_session(&k, "certificate_use");
-    consent(&k, &id, &token, json!(["pin"]));
+    let (id, token) = signing_session(&k);
     let document = "合同 #43: SM2 on a PKCS#11 UKEY".as_bytes();
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, document);
     let (status, signed) = post(
@@ -890,11 +869,7 @@ fn an_sm2_application_on_the_pkcs11_module_chains_to_the_sm2_ca_and_verifies_wit
         signed["signature_b64"].as_str().unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        k.call("DELETE", &format!("/v1/sessions/{id}"), Some(&token), None)
-            .0,
-        204
-    );
+    end_session(&k, &id, &token);
     k.stop();
 
     // OpenSC's pkcs11-tool reads the certificate back from the token.

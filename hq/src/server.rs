@@ -261,6 +261,23 @@ pub async fn start_services(
     })
 }
 
+/// The next TCP connection, or `None` once `stop` fires (a failed accept is logged and
+/// skipped).
+async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+    }
+}
+
 async fn accept_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -270,15 +287,8 @@ async fn accept_tls(
     connections: TaskTracker,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = next_connection(&listener, &mut stop).await else {
+            return;
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -331,15 +341,8 @@ async fn accept_enroll(
     connections: TaskTracker,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = next_connection(&listener, &mut stop).await else {
+            return;
         };
         let acceptor = acceptor.clone();
         let app = app.clone();

@@ -98,15 +98,9 @@ fn refuse_if_daemon_holds(args: &PortArgs, what: &str) -> Result<(), String> {
 }
 
 pub fn run(cmd: DeviceCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("device", false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kioskctl device: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let held = match &cmd {
         DeviceCommand::Idcard(IdcardCommand::Read(args)) => refuse_if_daemon_holds(args, "idcard"),

@@ -43,6 +43,21 @@ enum Command {
     Provision(provision::ProvisionArgs),
 }
 
+/// The async runtime of a command (two workers when `multi`), or exit 2 saying why.
+fn runtime(command: &str, multi: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("kioskctl {command}: cannot start the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     let cli: Cli = kiosk_config::cli_docs::parse();
     match cli.command {

@@ -89,16 +89,9 @@ enum ProvisionError {
 type Result<T> = std::result::Result<T, ProvisionError>;
 
 pub fn run(args: ProvisionArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("provision", true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kioskctl provision: cannot start runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(provision(args)) {
         Ok(report) => {

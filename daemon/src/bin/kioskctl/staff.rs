@@ -189,15 +189,9 @@ impl From<ClientError> for Failure {
 }
 
 pub fn run(args: StaffArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("staff", false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kioskctl staff: cannot start runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(execute(args)) {
         Ok(()) => ExitCode::SUCCESS,

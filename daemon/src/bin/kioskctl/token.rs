@@ -143,16 +143,9 @@ enum CliError {
 type CliResult<T> = Result<T, CliError>;
 
 pub fn run(cmd: TokenCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("token", true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kioskctl token: cannot start runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(execute(cmd)) {
         Ok(()) => ExitCode::SUCCESS,
