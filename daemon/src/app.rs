@@ -476,14 +476,8 @@ async fn refuse_simulator_routes(
 }
 
 fn meta_get(store: &Store, key: &str) -> Result<Option<String>, AppError> {
-    use rusqlite::OptionalExtension;
     let conn = store.conn()?;
-    Ok(conn
-        .query_row("SELECT value FROM kiosk_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(StoreError::from)?)
+    Ok(crate::store::meta::get(&conn, key).map_err(StoreError::from)?)
 }
 
 /// Watch applicants' UKEYs arrive and leave: the relay to the screens' event streams, and for

@@ -6,6 +6,7 @@
 //! never silently re-created: it may hold undelivered records.
 
 pub mod crypto;
+pub mod meta;
 mod migrations;
 pub mod outbox;
 pub mod pin_attempts;

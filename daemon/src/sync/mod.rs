@@ -465,14 +465,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 fn last_delivered(conn: &rusqlite::Connection) -> Result<(u64, Hash), SyncError> {
-    let get = |k: &str| -> Result<Option<String>, rusqlite::Error> {
-        conn.query_row(
-            "SELECT value FROM kiosk_meta WHERE key = ?1",
-            params![k],
-            |r| r.get(0),
-        )
-        .optional()
-    };
+    let get = |k: &str| crate::store::meta::get(conn, k);
     let seq = get("sync.last_batch")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
@@ -506,14 +499,8 @@ pub fn status(store: &Store) -> Result<SyncStatus, SyncError> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let last_contact_ms = conn
-        .query_row(
-            "SELECT value FROM kiosk_meta WHERE key = 'sync.last_contact'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
-        .and_then(|s| s.parse().ok());
+    let last_contact_ms =
+        crate::store::meta::get(&conn, "sync.last_contact")?.and_then(|s| s.parse().ok());
     Ok(SyncStatus {
         backlog,
         in_flight_batch: inflight.as_ref().map(|i| i.0 as u64),

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::SyncError;
 use crate::audit::{self, Actor, AuditEvent};
+use crate::store::meta::{self, get as meta};
 use crate::store::{Store, outbox};
 
 /// HQ's witness key as pinned at the kiosk, and the name its cosignature lines carry.
@@ -26,22 +27,6 @@ pub struct Witness {
 const SENT_SIZE: &str = "witness.sent_size";
 const STATE: &str = "witness.state";
 const ALERT: &str = "witness.alert";
-
-fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM kiosk_meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
-}
-
-fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO kiosk_meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
-}
 
 /// Sign a checkpoint if the log grew and queue it for HQ to witness, in one transaction.
 /// Returns the signed note when one was made.
@@ -68,7 +53,7 @@ pub fn checkpoint_for_hq(
     let out = outbox::Outgoing::non_personal(record)
         .ok_or_else(|| SyncError::Corrupt("a checkpoint taken for a personal record".into()))?;
     outbox::enqueue(&tx, at_ms, &out)?;
-    set_meta(&tx, SENT_SIZE, &size.to_string())?;
+    meta::set(&tx, SENT_SIZE, &size.to_string())?;
     tx.commit()?;
     Ok(Some(note))
 }
@@ -132,8 +117,8 @@ pub(super) fn accept_cosignatures(
                         detail: json!({ "tree_size": c.tree_size, "reason": why }),
                     },
                 )?;
-                set_meta(tx, STATE, "invalid")?;
-                set_meta(tx, ALERT, &why)?;
+                meta::set(tx, STATE, "invalid")?;
+                meta::set(tx, ALERT, &why)?;
             }
             verified => {
                 tx.execute(
@@ -145,8 +130,8 @@ pub(super) fn accept_cosignatures(
                 } else {
                     "unverified"
                 };
-                set_meta(tx, STATE, state)?;
-                tx.execute("DELETE FROM kiosk_meta WHERE key = ?1", [ALERT])?;
+                meta::set(tx, STATE, state)?;
+                meta::delete(tx, ALERT)?;
             }
         }
     }
