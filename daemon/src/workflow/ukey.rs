@@ -16,7 +16,7 @@ use crate::audit::Actor;
 use crate::clock::now_ms;
 use crate::privacy::Personal;
 use crate::session::ApplicantSession;
-use crate::store::pin_attempts::{self, Outcome, Reservation};
+use crate::store::pin_attempts::{self, Kind, Outcome, Reservation};
 use crate::store::subjects::Subjects;
 
 /// Wrong PINs the kiosk lets anyone enter for one UKEY (counted per UKEY serial in the store,
@@ -76,6 +76,16 @@ pub struct Holder {
     pub subject_id: String,
     pub digest: [u8; 32],
     pub values: Vec<Personal>,
+}
+
+/// How a PIN the token was given counts: a wrong or locked PIN stays counted, one that never
+/// reached the token is given back.
+pub(crate) fn attempt_outcome<T>(result: &std::result::Result<T, TokenError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Success,
+        Err(TokenError::PinIncorrect { .. } | TokenError::PinLocked) => Outcome::Failure,
+        Err(_) => Outcome::NotTried,
+    }
 }
 
 /// The key type the kiosk generates on UKEYs (`[ukey] algorithm`).
@@ -170,22 +180,8 @@ impl Kiosk {
             let _ = token.logout().await;
         }
         let result = token.login(UserKind::User, &Pin::new(pin.as_str())).await;
-        let outcome = match &result {
-            Ok(()) => Outcome::Success,
-            Err(TokenError::PinIncorrect { .. } | TokenError::PinLocked) => Outcome::Failure,
-            Err(_) => Outcome::NotTried,
-        };
-        let st = self.clone();
-        blocking(move || {
-            let conn = st.store.conn()?;
-            Ok(pin_attempts::settle(
-                &conn,
-                pin_attempts::Kind::Ukey,
-                &serial,
-                outcome,
-            )?)
-        })
-        .await?;
+        self.settle_attempts(&[Kind::Ukey], &serial, attempt_outcome(&result))
+            .await?;
         match result {
             Ok(()) => {
                 self.events.pin(&session.id, "ok", None);
@@ -202,21 +198,52 @@ impl Kiosk {
         }
     }
 
-    /// Reserve one PIN attempt for the UKEY `serial`; the attempt's number when granted.
-    async fn reserve_pin_attempt(&self, session: &ApplicantSession, serial: &str) -> Result<u32> {
+    /// Reserve one attempt of `kind` on the token `serial` in the store (before the PIN goes
+    /// to the token: no race, no reset by a new session or a restart).
+    pub(crate) async fn reserve_attempt(
+        &self,
+        kind: Kind,
+        serial: &str,
+        limit: pin_attempts::Limit,
+    ) -> Result<Reservation> {
         let (st, key) = (self.clone(), serial.to_string());
-        let reserved = blocking(move || {
+        blocking(move || {
             let mut conn = st.store.conn()?;
             Ok(pin_attempts::reserve(
                 &mut conn,
-                pin_attempts::Kind::Ukey,
+                kind,
                 &key,
                 now_ms(),
-                UKEY_PIN_LIMIT,
+                limit,
             )?)
         })
-        .await?;
-        match reserved {
+        .await
+    }
+
+    /// Settle the reserved attempts of `kinds` on `serial` with `outcome`.
+    pub(crate) async fn settle_attempts(
+        &self,
+        kinds: &'static [Kind],
+        serial: &str,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let (st, key) = (self.clone(), serial.to_string());
+        blocking(move || {
+            let conn = st.store.conn()?;
+            for kind in kinds {
+                pin_attempts::settle(&conn, *kind, &key, outcome)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reserve one PIN attempt for the UKEY `serial`; the attempt's number when granted.
+    async fn reserve_pin_attempt(&self, session: &ApplicantSession, serial: &str) -> Result<u32> {
+        match self
+            .reserve_attempt(Kind::Ukey, serial, UKEY_PIN_LIMIT)
+            .await?
+        {
             Reservation::Granted { attempt } => Ok(attempt),
             Reservation::Refused { .. } => {
                 self.events.pin(&session.id, "locked", Some(0));

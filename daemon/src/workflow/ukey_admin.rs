@@ -12,9 +12,8 @@ use hsm::{Pin, Token, TokenError, UserKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::ukey::{UKEY_PIN_LIMIT, ukey_login_lock};
-use super::{Error, ErrorKind, Kiosk, Result, blocking};
-use crate::clock::now_ms;
+use super::ukey::{UKEY_PIN_LIMIT, attempt_outcome, ukey_login_lock};
+use super::{Error, ErrorKind, Kiosk, Result};
 use crate::staff::StaffSession;
 use crate::store::pin_attempts::{self, Kind, Outcome, Reservation};
 
@@ -89,19 +88,7 @@ impl Kiosk {
         limit: pin_attempts::Limit,
         code: &'static str,
     ) -> Result<u32> {
-        let (st, key) = (self.clone(), serial.to_string());
-        let reserved = blocking(move || {
-            let mut conn = st.store.conn()?;
-            Ok(pin_attempts::reserve(
-                &mut conn,
-                kind,
-                &key,
-                now_ms(),
-                limit,
-            )?)
-        })
-        .await?;
-        match reserved {
+        match self.reserve_attempt(kind, serial, limit).await? {
             Reservation::Granted { attempt } => Ok(attempt),
             Reservation::Refused { retry_after_ms } => Err(Error::new(
                 ErrorKind::TooMany,
@@ -110,19 +97,6 @@ impl Kiosk {
             )
             .with_details(json!({ "retry_after_ms": retry_after_ms }))),
         }
-    }
-
-    /// Settle the attempts of `kinds` on `serial` with `outcome`.
-    async fn settle(&self, kinds: &'static [Kind], serial: &str, outcome: Outcome) -> Result<()> {
-        let (st, key) = (self.clone(), serial.to_string());
-        blocking(move || {
-            let conn = st.store.conn()?;
-            for kind in kinds {
-                pin_attempts::settle(&conn, *kind, &key, outcome)?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// Unblock the holder's user PIN with the SO PIN and set `new_pin`.
@@ -152,11 +126,11 @@ impl Kiosk {
         match result {
             Ok(()) => {
                 // The holder's own counter at this kiosk starts again with the new PIN.
-                self.settle(&[Kind::UkeySo, Kind::Ukey], &input.serial, Outcome::Success)
+                self.settle_attempts(&[Kind::UkeySo, Kind::Ukey], &input.serial, Outcome::Success)
                     .await?;
             }
             Err(TokenError::PinIncorrect { retries_left }) => {
-                self.settle(&[Kind::UkeySo], &input.serial, Outcome::Failure)
+                self.settle_attempts(&[Kind::UkeySo], &input.serial, Outcome::Failure)
                     .await?;
                 // The lower of the token's count (when it says) and this kiosk's.
                 let kiosk_left = MAX_SO_PIN_FAILURES.saturating_sub(attempt);
@@ -173,7 +147,7 @@ impl Kiosk {
                 );
             }
             Err(TokenError::PinLocked) => {
-                self.settle(&[Kind::UkeySo], &input.serial, Outcome::Failure)
+                self.settle_attempts(&[Kind::UkeySo], &input.serial, Outcome::Failure)
                     .await?;
                 return Err(Error::new(
                     ErrorKind::Locked,
@@ -182,7 +156,7 @@ impl Kiosk {
                 ));
             }
             Err(e) => {
-                self.settle(&[Kind::UkeySo], &input.serial, Outcome::NotTried)
+                self.settle_attempts(&[Kind::UkeySo], &input.serial, Outcome::NotTried)
                     .await?;
                 return Err(e.into());
             }
@@ -224,12 +198,9 @@ impl Kiosk {
                 &Pin::new(input.new_pin.as_str()),
             )
             .await;
-        let outcome = match &result {
-            Ok(()) => Outcome::Success,
-            Err(TokenError::PinIncorrect { .. } | TokenError::PinLocked) => Outcome::Failure,
-            Err(_) => Outcome::NotTried,
-        };
-        self.settle(&[Kind::Ukey], &input.serial, outcome).await?;
+        let outcome = attempt_outcome(&result);
+        self.settle_attempts(&[Kind::Ukey], &input.serial, outcome)
+            .await?;
         result?;
         self.audit_staff(
             staff,
